@@ -1,0 +1,247 @@
+/* `sluice logits` and `sluice generate`: a prefill, and greedy decoding through the KV cache. */
+#include "cli/cli.h"
+#include "cpu/cpu.h"
+#include "model/model.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+enum { PREFILL_CHUNK = 256 }; /* tokens per forward call during prefill */
+
+typedef struct model_args {
+    const char *model, *tokens, *out;
+    int n_new, threads, greedy;
+    sl_attn_mode attn;
+} model_args;
+
+static const char logits_usage[] =
+    "usage: sluice logits MODEL --tokens 3,17,42 --out FILE [--threads N] [--attn auto|naive|absorbed]\n"
+    "  Prefill the tokens and write float32 little-endian logits, n_tokens x vocab, row-major.\n"
+    "  FILE is written as FILE.tmp and renamed when complete.\n";
+static const char generate_usage[] =
+    "usage: sluice generate MODEL --tokens 3,17,42 [-n 16] [--greedy] [--threads N] [--attn MODE]\n"
+    "  Prefill the prompt, then decode one token at a time through the KV cache, taking the\n"
+    "  argmax each step (greedy; sampling arrives with `sluice run`). Does not stop at EOS.\n"
+    "  The last line of stdout is the generated ids, comma-separated.\n";
+
+/* Returns 0 to go on, 1 when --help was printed, -1 on a usage error (already reported). */
+static int parse(int argc, char **argv, model_args *a, bool generate)
+{
+    const char *usage = generate ? generate_usage : logits_usage;
+    *a = (model_args){.n_new = 16, .threads = 0, .attn = SL_ATTN_AUTO};
+    for (int i = 1; i < argc; i++) {
+        const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(o, "--help") || !strcmp(o, "-h")) {
+            fputs(usage, stdout);
+            return 1;
+        } else if (!strcmp(o, "--tokens")) {
+            if (!v) {
+                sl_cli_error("--tokens needs a value");
+                return -1;
+            }
+            a->tokens = v, i++;
+        } else if (!strcmp(o, "--out") && !generate) {
+            if (!v) {
+                sl_cli_error("--out needs a value");
+                return -1;
+            }
+            a->out = v, i++;
+        } else if ((!strcmp(o, "-n") || !strcmp(o, "--n-predict")) && generate) {
+            if (sl_cli_parse_int(o, v, 0, 1 << 20, &a->n_new))
+                return -1;
+            i++;
+        } else if (!strcmp(o, "--greedy") && generate) {
+            a->greedy = 1;
+        } else if (!strcmp(o, "--threads")) {
+            if (sl_cli_parse_int(o, v, 0, 4096, &a->threads))
+                return -1;
+            i++;
+        } else if (!strcmp(o, "--attn")) {
+            if (v && !strcmp(v, "auto"))
+                a->attn = SL_ATTN_AUTO;
+            else if (v && !strcmp(v, "naive"))
+                a->attn = SL_ATTN_NAIVE;
+            else if (v && !strcmp(v, "absorbed"))
+                a->attn = SL_ATTN_ABSORBED;
+            else {
+                sl_cli_error("--attn: expected auto, naive or absorbed, got \"%s\"", v ? v : "");
+                return -1;
+            }
+            i++;
+        } else if (o[0] == '-') {
+            sl_cli_error("%s: unknown option \"%s\" (see sluice %s --help)", argv[0], o, argv[0]);
+            return -1;
+        } else if (!a->model) {
+            a->model = o;
+        } else {
+            sl_cli_error("%s: unexpected argument \"%s\"", argv[0], o);
+            return -1;
+        }
+    }
+    if (!a->model || !a->tokens || (!generate && !a->out)) {
+        sl_cli_error("%s: missing %s", argv[0], !a->model ? "MODEL" : !a->tokens ? "--tokens" : "--out");
+        fputs(usage, stderr);
+        return -1;
+    }
+    return 0;
+}
+
+typedef struct session {
+    sl_backend *b;
+    sl_model *m;
+    sl_kv_cache kv;
+    bool kv_made;
+} session;
+
+static void session_close(session *s)
+{
+    if (s->kv_made)
+        sl_kv_cache_destroy(s->m, &s->kv);
+    sl_model_free(s->m);
+    if (s->b)
+        s->b->ops->destroy(s->b);
+}
+
+static int session_open(session *s, const model_args *a, int max_ctx)
+{
+    sl_error e = {0};
+    *s = (session){0};
+    int rc = sl_cpu_backend_create(a->threads, &s->b, &e);
+    if (rc == 0)
+        rc = sl_model_load_hf(a->model, s->b, PREFILL_CHUNK, &s->m, &e);
+    if (rc == 0) {
+        sl_model_set_attn_mode(s->m, a->attn);
+        rc = sl_kv_cache_create(s->m, max_ctx, &s->kv, &e);
+        s->kv_made = true;
+    }
+    if (rc) {
+        sl_cli_error("%s", e.msg);
+        session_close(s);
+    }
+    return rc;
+}
+
+/* Prefill ids in chunks; logits (n, vocab) of every position when all is set, else of the last. */
+static int prefill(session *s, const int *ids, int n, bool all, float *logits)
+{
+    sl_error e = {0};
+    int V = sl_model_config(s->m)->vocab_size;
+    for (int at = 0; at < n; at += PREFILL_CHUNK) {
+        int cnt = n - at < PREFILL_CHUNK ? n - at : PREFILL_CHUNK;
+        bool last = at + cnt == n;
+        float *dst = all ? logits + (size_t)at * V : logits;
+        if (!all && !last) /* intermediate chunks still need a logits buffer; use the last row */
+            dst = logits;
+        int rc = sl_model_forward(s->m, &s->kv, (const int32_t *)ids + at, cnt, all, dst, &e);
+        if (rc) {
+            sl_cli_error("%s: %s", "forward", e.msg);
+            return rc;
+        }
+    }
+    return 0;
+}
+
+int sl_cmd_logits(int argc, char **argv)
+{
+    model_args a;
+    int rc = parse(argc, argv, &a, false), *ids = NULL, n = 0;
+    if (rc)
+        return rc > 0 ? 0 : 2;
+    if (sl_cli_parse_ids(a.tokens, &ids, &n))
+        return 2;
+    session s;
+    if (session_open(&s, &a, n)) {
+        free(ids);
+        return 1;
+    }
+    size_t V = (size_t)sl_model_config(s.m)->vocab_size;
+    float *logits = malloc((size_t)n * V * sizeof(float));
+    rc = logits ? prefill(&s, ids, n, true, logits) : (sl_cli_error("out of memory"), 1);
+    session_close(&s);
+    free(ids);
+    if (rc) {
+        free(logits);
+        return 1;
+    }
+    /* write FILE.tmp, then rename: a reader never sees a partial FILE */
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.tmp", a.out);
+    FILE *f = fopen(tmp, "wb");
+    if (!f) {
+        sl_cli_error("%s: cannot create: %s", tmp, strerror(errno));
+        free(logits);
+        return 1;
+    }
+    bool ok = fwrite(logits, sizeof(float), (size_t)n * V, f) == (size_t)n * V;
+    ok = (fflush(f) == 0) && ok;
+    ok = (fclose(f) == 0) && ok;
+    free(logits);
+    if (!ok || rename(tmp, a.out) != 0) {
+        sl_cli_error("%s: write failed: %s", a.out, strerror(errno));
+        unlink(tmp);
+        return 1;
+    }
+    return 0;
+}
+
+static int argmax(const float *x, int n)
+{
+    int best = 0;
+    for (int i = 1; i < n; i++)
+        if (x[i] > x[best])
+            best = i;
+    return best;
+}
+
+int sl_cmd_generate(int argc, char **argv)
+{
+    model_args a;
+    int rc = parse(argc, argv, &a, true), *ids = NULL, n = 0;
+    if (rc)
+        return rc > 0 ? 0 : 2;
+    if (sl_cli_parse_ids(a.tokens, &ids, &n))
+        return 2;
+    session s;
+    if (session_open(&s, &a, n + (a.n_new > 0 ? a.n_new : 1))) {
+        free(ids);
+        return 1;
+    }
+    int V = sl_model_config(s.m)->vocab_size;
+    float *logits = malloc((size_t)V * sizeof(float));
+    int *out = malloc((size_t)(a.n_new > 0 ? a.n_new : 1) * sizeof(int));
+    if (!logits || !out) {
+        sl_cli_error("out of memory");
+        rc = 1;
+        goto done;
+    }
+    double t0 = sl_now();
+    if ((rc = prefill(&s, ids, n, false, logits)))
+        goto done;
+    double t1 = sl_now();
+    for (int i = 0; i < a.n_new; i++) {
+        out[i] = argmax(logits, V);
+        if (i + 1 == a.n_new)
+            break;
+        sl_error e = {0};
+        if ((rc = sl_model_forward(s.m, &s.kv, (const int32_t *)&out[i], 1, false, logits, &e))) {
+            sl_cli_error("decode step %d: %s", i + 1, e.msg);
+            goto done;
+        }
+    }
+    double t2 = sl_now();
+    if (sl_log_level > 0)
+        fprintf(stderr, "prefill %d tokens in %.3f s, decode %d tokens in %.3f s (%.2f tok/s)\n", n,
+                t1 - t0, a.n_new, t2 - t1, a.n_new > 1 ? (a.n_new - 1) / (t2 - t1) : 0.0);
+    for (int i = 0; i < a.n_new; i++)
+        printf("%s%d", i ? "," : "", out[i]);
+    printf("\n");
+done:
+    session_close(&s);
+    free(ids);
+    free(logits);
+    free(out);
+    return rc ? 1 : 0;
+}

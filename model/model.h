@@ -1,0 +1,170 @@
+/* model/: the DeepSeek-V3 forward pass, written once over a backend ops table.
+ *
+ * Reads top to bottom like deepseek-ai/DeepSeek-V3 inference/model.py: embedding, then per layer
+ * RMSNorm -> MLA attention (low-rank q, latent kv, decoupled RoPE key) -> residual -> RMSNorm ->
+ * dense SwiGLU or MoE (sigmoid router with group-limited top-k, routed experts, shared expert)
+ * -> residual, then the final norm and lm_head. The KV cache keeps only the normalised latent
+ * (kv_lora_rank) and the rotated rope key (qk_rope_head_dim) per token per layer.
+ *
+ * model/ never allocates memory itself: every buffer comes from the backend's alloc, and no
+ * function here assumes one sequence (a KV cache is its own object) or one device. */
+#ifndef SL_MODEL_H
+#define SL_MODEL_H
+
+#include "base/base.h"
+#include "format/format.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+/* ---- the backend interface (cpu/ and cuda/ each provide one) -------------------------------- */
+
+/* A 2-D weight in backend memory: y = x W^T, W is (rows = out features) x (cols = in features),
+ * row-major fp32. Later formats (fp8/q8/q4 with fused dequant) add a format tag here. */
+typedef struct sl_weight {
+    int rows, cols;
+    float *data;
+} sl_weight;
+
+typedef struct sl_backend sl_backend;
+
+/* The shapes an MLA attention call needs (one layer, one sequence). */
+typedef struct sl_mla_dims {
+    int n_heads, nope, rope, v, kv_lora;
+    float scale; /* softmax scale: qk_head_dim^-0.5 * yarn mscale^2 */
+} sl_mla_dims;
+
+/* Every op works on backend memory (pointers from ops->alloc), fp32, row-major, one sequence.
+ * Calls are ordered on the backend's compute stream; results are visible to the host after
+ * download (which synchronises). */
+typedef struct sl_backend_ops {
+    const char *name;
+    /* memory */
+    int (*alloc)(sl_backend *b, size_t bytes, void **out);
+    void (*free)(sl_backend *b, void *p);
+    int (*upload)(sl_backend *b, void *dst, const void *src, size_t bytes);
+    int (*download)(sl_backend *b, void *dst, const void *src, size_t bytes);
+    void (*destroy)(sl_backend *b);
+
+    /* out[i] = table[ids[i]], (n, dim) */
+    void (*embed)(sl_backend *b, float *out, const float *table, const int32_t *ids, int n, int dim);
+    /* out[i] = x[i] / rms(x[i]) * w, rows of `dim` read with stride xs, written with stride os */
+    void (*rmsnorm)(sl_backend *b, float *out, int os, const float *x, int xs, const float *w,
+                    int n, int dim, float eps);
+    /* out (n, w->rows) = x (n, w->cols) . W^T */
+    void (*matmul)(sl_backend *b, float *out, const float *x, const sl_weight *w, int n);
+    /* Rotate interleaved pairs (x[2i], x[2i+1]) by angle pos[t] * inv_freq[i], then scale by
+     * attn_factor (YaRN's cos/sin scaling). x row t, head h starts at x + t*ts + h*hs. */
+    void (*rope)(sl_backend *b, float *x, int n, int n_heads, int ts, int hs, int rope_dim,
+                 const int32_t *pos, const float *inv_freq, float attn_factor);
+    /* MLA over a latent cache. q: (n, heads, nope+rope) with rope part already rotated; query
+     * t sits at position pos0 + t and sees cache rows [0, pos0 + t]. latent: (T, kv_lora),
+     * krope: (T, rope), kv_b: (heads*(nope+v), kv_lora). out: (n, heads, v). `absorbed` picks
+     * the decode form (q folded through kv_b, softmax over latents) instead of expanding k/v.
+     * scratch: at least mla_scratch_floats(dims, n, T) floats. */
+    void (*mla_attention)(sl_backend *b, float *out, const float *q, const float *latent,
+                          const float *krope, const sl_weight *kv_b, int n, int pos0,
+                          const sl_mla_dims *d, bool absorbed, float *scratch);
+    size_t (*mla_scratch_floats)(const sl_mla_dims *d, int n, int T, bool absorbed);
+    /* out[i] = silu(gate[i]) * up[i], n elements */
+    void (*silu_mul)(sl_backend *b, float *out, const float *gate, const float *up, size_t n);
+    /* p[0..n) = 0 */
+    void (*zero)(sl_backend *b, float *p, size_t n);
+    /* y[i] += x[i] */
+    void (*add)(sl_backend *b, float *y, const float *x, size_t n);
+    /* dst row t (stride ds) = src row t (stride ss), dim wide, n rows */
+    void (*copy_rows)(sl_backend *b, float *dst, int ds, const float *src, int ss, int n, int dim);
+    /* out[j] = x[rows[j]], dim wide */
+    void (*gather_rows)(sl_backend *b, float *out, const float *x, const int32_t *rows, int n_rows,
+                        int dim);
+    /* y[rows[j]] += weights[j] * x[j], dim wide */
+    void (*scatter_add_rows)(sl_backend *b, float *y, const float *x, const int32_t *rows,
+                             const float *weights, int n_rows, int dim);
+    /* DeepSeek-V3 router: s = sigmoid(logits); choice = s + bias; groups ranked by the sum of
+     * their top-2 choice scores, keep topk_group groups, pick top_k experts among them by
+     * choice; weights = s of the picked (normalised to sum 1 if norm) * scale.
+     * logits (n, E) -> idx (n, top_k), wts (n, top_k), ordered by descending choice score. */
+    void (*moe_route)(sl_backend *b, int32_t *idx, float *wts, const float *logits,
+                      const float *bias, int n, int n_experts, int n_group, int topk_group,
+                      int top_k, bool norm, float scale);
+} sl_backend_ops;
+
+struct sl_backend {
+    const sl_backend_ops *ops;
+    void *ctx;
+};
+
+/* ---- weights ---------------------------------------------------------------------------- */
+
+typedef struct sl_layer_weights {
+    float *attn_norm;           /* (hidden) input_layernorm */
+    sl_weight q_a;              /* (q_lora, hidden)                  when q_lora_rank > 0 */
+    float *q_a_norm;            /* (q_lora) */
+    sl_weight q_b;              /* (heads*(nope+rope), q_lora) */
+    sl_weight q;                /* (heads*(nope+rope), hidden)       when q_lora_rank == 0 */
+    sl_weight kv_a;             /* (kv_lora + rope, hidden) kv_a_proj_with_mqa */
+    float *kv_a_norm;           /* (kv_lora) */
+    sl_weight kv_b;             /* (heads*(nope+v), kv_lora) */
+    sl_weight o;                /* (hidden, heads*v) */
+    float *ffn_norm;            /* (hidden) post_attention_layernorm */
+    bool moe;
+    sl_weight gate, up, down;   /* dense: (inter, hidden), (inter, hidden), (hidden, inter) */
+    sl_weight router;           /* (experts, hidden) mlp.gate */
+    float *router_bias;         /* (experts) e_score_correction_bias, selection only */
+    sl_weight *exp_gate, *exp_up, *exp_down; /* [experts]: (moe_inter, hidden) x2, (hidden, moe_inter) */
+    sl_weight sh_gate, sh_up, sh_down;       /* shared: width n_shared * moe_inter */
+} sl_layer_weights;
+
+typedef struct sl_weights {
+    float *embed;               /* (vocab, hidden) */
+    sl_layer_weights *layers;   /* [num_hidden_layers] */
+    float *final_norm;          /* (hidden) */
+    sl_weight lm_head;          /* (vocab, hidden) */
+} sl_weights;
+
+/* ---- the model and its per-sequence state ------------------------------------------------ */
+
+typedef struct sl_model sl_model;
+
+/* Rope tables derived from the config (YaRN included). */
+typedef struct sl_rope_table {
+    float *inv_freq;            /* (rope/2) in backend memory */
+    float attn_factor;          /* YaRN cos/sin scale */
+    float softmax_scale;        /* qk_head_dim^-0.5 * mscale(factor, mscale_all_dim)^2 */
+} sl_rope_table;
+
+/* Compute YaRN (or plain) inverse frequencies on the host, exactly as transformers'
+ * _compute_yarn_parameters does: out has rope/2 floats. Returns attn_factor and softmax_scale. */
+void sl_rope_params(const sl_config *c, float *inv_freq_out, float *attn_factor, float *softmax_scale);
+
+/* Load a Hugging Face model directory (config.json + safetensors, bf16/f16/f32 or official fp8
+ * with 128x128 block scales) into fp32 backend memory. Every tensor's presence, dtype and shape
+ * is checked against the config; errors name the tensor. max_tokens bounds one forward call. */
+int sl_model_load_hf(const char *dir, sl_backend *b, int max_tokens, sl_model **out, sl_error *e);
+void sl_model_free(sl_model *m);
+const sl_config *sl_model_config(const sl_model *m);
+
+/* A sequence's KV cache: per layer (max_ctx, kv_lora) latents and (max_ctx, rope) rope keys. */
+typedef struct sl_kv_cache {
+    int max_ctx, len;           /* len = tokens already in the cache */
+    int n_layers, kv_lora, rope;
+    float *latent;              /* (layers, max_ctx, kv_lora) backend memory */
+    float *krope;               /* (layers, max_ctx, rope) */
+    float *scratch;             /* attention scratch for max_tokens queries over max_ctx keys */
+} sl_kv_cache;
+
+int sl_kv_cache_create(sl_model *m, int max_ctx, sl_kv_cache *kv, sl_error *e);
+void sl_kv_cache_destroy(sl_model *m, sl_kv_cache *kv);
+
+/* Attention form: AUTO uses the naive (expanded k/v) form for prefill and the absorbed form for
+ * single-token decode, as inference/model.py's two paths. */
+typedef enum { SL_ATTN_AUTO, SL_ATTN_NAIVE, SL_ATTN_ABSORBED } sl_attn_mode;
+void sl_model_set_attn_mode(sl_model *m, sl_attn_mode mode);
+
+/* Run n tokens (1 <= n <= max_tokens) at positions kv->len .. kv->len+n-1, append them to the
+ * cache, and write logits to host memory: (n, vocab) when all_logits, else (1, vocab) for the
+ * last token. Token ids >= vocab or a full cache give SL_E_ARG naming the position. */
+int sl_model_forward(sl_model *m, sl_kv_cache *kv, const int32_t *tokens, int n, bool all_logits,
+                     float *logits, sl_error *e);
+
+#endif

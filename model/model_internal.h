@@ -1,0 +1,51 @@
+/* model/ private: the model struct (Config, Weights, RunState in llama2.c's sense). */
+#ifndef SL_MODEL_INTERNAL_H
+#define SL_MODEL_INTERNAL_H
+
+#include "model/model.h"
+
+/* Activations for up to max_tokens rows, all in backend memory unless marked host. */
+typedef struct sl_run_state {
+    float *x;             /* (T, hidden) residual stream */
+    float *xn;            /* (T, hidden) normed input of a sub-block */
+    float *q_a;           /* (T, q_lora) */
+    float *q;             /* (T, heads, nope+rope) */
+    float *kv_a;          /* (T, kv_lora+rope) */
+    float *attn;          /* (T, heads, v) */
+    float *out;           /* (T, hidden) sub-block output before the residual add */
+    float *ffn_g, *ffn_u; /* (T, widest FFN) */
+    float *exp_x;         /* (T, hidden) rows gathered for one expert */
+    float *router_logits; /* (T, experts) */
+    int32_t *route_idx;   /* (T, top_k) */
+    float *route_w;       /* (T, top_k) */
+    int32_t *exp_rows;    /* (T*top_k) token rows grouped by expert */
+    float *exp_rows_w;    /* (T*top_k) their routing weights */
+    int32_t *ids, *pos;   /* (T) */
+    float *logits;        /* (T, vocab) */
+    /* host mirrors */
+    int32_t *h_route_idx, *h_exp_rows, *h_ids, *h_pos;
+    float *h_route_w, *h_exp_rows_w;
+    int *h_exp_count, *h_exp_start; /* (experts) */
+} sl_run_state;
+
+struct sl_model {
+    sl_config cfg;
+    sl_backend *b;
+    sl_weights w;
+    sl_rope_table rope;
+    sl_mla_dims mla;
+    sl_run_state s;
+    int max_tokens;
+    sl_attn_mode attn_mode;
+};
+
+static inline bool sl_layer_is_moe(const sl_config *c, int layer)
+{
+    return c->n_routed_experts > 0 && layer >= c->first_k_dense_replace &&
+           layer % (c->moe_layer_freq > 0 ? c->moe_layer_freq : 1) == 0;
+}
+
+/* Allocate the run state and rope tables once the weights are in (model/runtime.c). */
+int sl_model_init_runtime(sl_model *m, int max_tokens, sl_error *e);
+
+#endif
