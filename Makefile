@@ -20,8 +20,8 @@ GPU_TEST_SRC := $(wildcard tests/gpu/test_*.c)
 
 ifeq ($(CUDA),1)
 CU_SRC := $(wildcard cuda/*.cu)
-CFLAGS += -DSL_HAVE_CUDA=1
-NVCCFLAGS := -O2 -I. -std=c++17 $(foreach a,$(CUDA_ARCHS),-gencode arch=compute_$(a),code=sm_$(a)) \
+CFLAGS += -DSL_HAVE_CUDA=1 -I$(CUDA_HOME)/include
+NVCCFLAGS := -O2 -I. -std=c++17 -MMD -MP $(foreach a,$(CUDA_ARCHS),-gencode arch=compute_$(a),code=sm_$(a)) \
              -Xcompiler -fPIC
 CU_OBJ := $(CU_SRC:%.cu=$(BUILD)/obj/%.o)
 LDLIBS += -L$(CUDA_HOME)/lib64 -lcudart_static -ldl -lrt -lstdc++
@@ -41,11 +41,16 @@ all: $(BUILD)/sluice
 deps:
 	@tools/install-deps.sh
 
-$(BUILD)/obj/%.o: %.c
+# Objects depend on a stamp naming the configuration, so switching CUDA=0/1 rebuilds them.
+CONFIG_STAMP := $(BUILD)/.config-cuda$(CUDA)
+$(CONFIG_STAMP):
+	@mkdir -p $(BUILD) && rm -f $(BUILD)/.config-cuda* && touch $@
+
+$(BUILD)/obj/%.o: %.c $(CONFIG_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
-$(BUILD)/obj/%.o: %.cu
+$(BUILD)/obj/%.o: %.cu $(CONFIG_STAMP)
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCCFLAGS) -c $< -o $@
 

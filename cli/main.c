@@ -4,6 +4,30 @@
 #include <stdio.h>
 #include <string.h>
 
+#ifdef SL_HAVE_CUDA
+#include "cuda/cuda.h"
+#endif
+
+#define SLUICE_VERSION "0.1.0"
+
+/* `sluice version`: the build and the backends it can use on this machine. */
+static int cmd_version(void)
+{
+    printf("sluice %s\nbackends: cpu", SLUICE_VERSION);
+#ifdef SL_HAVE_CUDA
+    int n = sl_cuda_device_count();
+    printf(", cuda (%d device%s)\n", n, n == 1 ? "" : "s");
+    for (int i = 0; i < n; i++) {
+        char d[256];
+        sl_cuda_describe(i, d, sizeof d);
+        printf("  cuda:%d %s\n", i, d);
+    }
+#else
+    printf(" (built without CUDA)\n");
+#endif
+    return 0;
+}
+
 static const char usage[] =
     "usage: sluice COMMAND [ARGS]\n"
     "\n"
@@ -11,6 +35,7 @@ static const char usage[] =
     "  logits MODEL --tokens 3,17,42 --out FILE   prefill logits, float32 LE, n_tokens x vocab\n"
     "  generate MODEL --tokens 3,17,42 -n 16 --greedy\n"
     "                                            greedy ids, comma-separated, last line of stdout\n"
+    "  version                                   build and available backends\n"
     "\n"
     "MODEL is a Hugging Face DeepSeek-V3 directory (config.json + safetensors, bf16 or fp8).\n"
     "Run `sluice COMMAND --help` for a command's options.\n";
@@ -22,6 +47,8 @@ int main(int argc, char **argv)
         return argc < 2 ? 2 : 0;
     }
     const char *cmd = argv[1];
+    if (!strcmp(cmd, "version") || !strcmp(cmd, "--version"))
+        return cmd_version();
     if (!strcmp(cmd, "logits"))
         return sl_cmd_logits(argc - 1, argv + 1);
     if (!strcmp(cmd, "generate"))
