@@ -111,7 +111,7 @@ static int session_open(session *s, const model_args *a, int max_ctx)
     *s = (session){0};
     int rc = sl_cpu_backend_create(a->threads, &s->b, &e);
     if (rc == 0)
-        rc = sl_model_load_hf(a->model, s->b, PREFILL_CHUNK, &s->m, &e);
+        rc = sl_model_load_path(a->model, s->b, PREFILL_CHUNK, &s->m, &e);
     if (rc == 0) {
         sl_model_set_attn_mode(s->m, a->attn);
         rc = sl_kv_cache_create(s->m, max_ctx, &s->kv, &e);

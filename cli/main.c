@@ -35,6 +35,11 @@ static const char usage[] =
     "  logits MODEL --tokens 3,17,42 --out FILE   prefill logits, float32 LE, n_tokens x vocab\n"
     "  generate MODEL --tokens 3,17,42 -n 16 --greedy\n"
     "                                            greedy ids, comma-separated, last line of stdout\n"
+    "  run MODEL [-p PROMPT | -f FILE] [--chat] [--system TEXT] [-n N] [sampling options]\n"
+    "                                            streamed text generation; interactive chat\n"
+    "  tokenize TOKENIZER --jsonl IN.jsonl       {\"text\": ...} lines in, {\"ids\": [...]} lines out\n"
+    "  bench io PATH [--mode seq|rand|chunks] [--bs SIZE] [--qd N[,N..]] ...\n"
+    "                                            io_uring read throughput, fio-style summary\n"
     "  version                                   build and available backends\n"
     "\n"
     "MODEL is a Hugging Face DeepSeek-V3 directory (config.json + safetensors, bf16 or fp8).\n"
@@ -53,6 +58,16 @@ int main(int argc, char **argv)
         return sl_cmd_logits(argc - 1, argv + 1);
     if (!strcmp(cmd, "generate"))
         return sl_cmd_generate(argc - 1, argv + 1);
+    if (!strcmp(cmd, "run"))
+        return sl_cmd_run(argc - 1, argv + 1);
+    if (!strcmp(cmd, "tokenize"))
+        return sl_cmd_tokenize(argc - 1, argv + 1);
+    if (!strcmp(cmd, "bench")) {
+        if (argc >= 3 && !strcmp(argv[2], "io"))
+            return sl_cmd_bench_io(argc - 2, argv + 2);
+        sl_cli_error("bench: expected a benchmark name: io");
+        return 2;
+    }
     sl_cli_error("unknown command \"%s\" (see sluice --help)", cmd);
     return 2;
 }

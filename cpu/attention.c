@@ -81,7 +81,7 @@ static void absorbed_item(void *ctx, int item)
     int qk = d->nope + d->rope, L = d->kv_lora;
     int len = j->pos0 + t + 1;
     const float *qh = j->q + ((size_t)t * d->n_heads + h) * qk;
-    const float *wkb = j->kv_b->data + (size_t)h * (d->nope + d->v) * L; /* (nope, L) */
+    const float *wkb = (const float *)j->kv_b->data + (size_t)h * (d->nope + d->v) * L; /* (nope, L), f32 */
     const float *wvb = wkb + (size_t)d->nope * L;                        /* (v, L) */
     float *p = j->scratch + (size_t)item * j->item_floats;
     float *qlat = p + len, *olat = qlat + L;

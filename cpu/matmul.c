@@ -1,6 +1,11 @@
-/* out (n, rows) = x (n, cols) . W^T over the pool. Work is split by blocks of weight rows so
- * each weight byte is read once per call and stays in cache across the n tokens. */
+/* out (n, rows) = x (n, cols) . W^T over the pool, for every weight format. Work is split into
+ * blocks of weight rows; each row is decoded once (into a per-thread fp32 row) and dotted with
+ * all n tokens, so every weight byte is read once per call. */
 #include "cpu/internal.h"
+#include "quant/quant.h"
+
+#include <pthread.h>
+#include <stdlib.h>
 
 enum { ROWS_PER_ITEM = 16 };
 
@@ -11,14 +16,48 @@ typedef struct {
     int n;
 } matmul_job;
 
+/* One decode row per thread, grown on demand and freed when the thread ends: steady-state calls
+ * allocate nothing. */
+static pthread_key_t row_key;
+static pthread_once_t row_once = PTHREAD_ONCE_INIT;
+typedef struct {
+    size_t cap;
+    float v[];
+} row_buf;
+
+static void row_key_make(void) { pthread_key_create(&row_key, free); }
+
+static float *decode_row_buf(int cols)
+{
+    pthread_once(&row_once, row_key_make);
+    row_buf *r = pthread_getspecific(row_key);
+    if (!r || r->cap < (size_t)cols) {
+        row_buf *g = realloc(r, sizeof *r + (size_t)cols * sizeof(float));
+        if (!g)
+            abort(); /* a few KB; out of memory here leaves no sane way on */
+        g->cap = (size_t)cols;
+        pthread_setspecific(row_key, g);
+        r = g;
+    }
+    return r->v;
+}
+
 static void matmul_item(void *ctx, int item)
 {
     const matmul_job *j = ctx;
+    const sl_weight *w = j->w;
     int r0 = item * ROWS_PER_ITEM;
-    int r1 = r0 + ROWS_PER_ITEM < j->w->rows ? r0 + ROWS_PER_ITEM : j->w->rows;
-    int cols = j->w->cols, rows = j->w->rows;
+    int r1 = r0 + ROWS_PER_ITEM < w->rows ? r0 + ROWS_PER_ITEM : w->rows;
+    int cols = w->cols, rows = w->rows;
+    float *dec = w->fmt == SL_WF_F32 ? NULL : decode_row_buf(cols);
     for (int r = r0; r < r1; r++) {
-        const float *wr = j->w->data + (size_t)r * cols;
+        const float *wr;
+        if (dec) {
+            sl_dequantize_rows((sl_wformat)w->fmt, w->data, rows, cols, r, 1, dec);
+            wr = dec;
+        } else {
+            wr = (const float *)w->data + (size_t)r * cols;
+        }
         for (int t = 0; t < j->n; t++)
             j->out[(size_t)t * rows + r] = sl_cpu_dot(j->x + (size_t)t * cols, wr, cols);
     }

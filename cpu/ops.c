@@ -1,5 +1,6 @@
 /* Element-wise and row ops of the CPU backend: each is one pass over its bytes. */
 #include "cpu/internal.h"
+#include "quant/quant.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -39,11 +40,13 @@ void sl_cpu_rope(float *x, int n, int n_heads, int ts, int hs, int rope_dim, con
     }
 }
 
-static void op_embed(sl_backend *b, float *out, const float *table, const int32_t *ids, int n,
-                     int dim)
+static bool op_supports(sl_backend *b, int fmt) { return sl_wformat_get(fmt) != NULL; }
+
+static void op_embed(sl_backend *b, float *out, const sl_weight *table, const int32_t *ids, int n)
 {
     for (int t = 0; t < n; t++)
-        memcpy(out + (size_t)t * dim, table + (size_t)ids[t] * dim, (size_t)dim * sizeof(float));
+        sl_dequantize_rows((sl_wformat)table->fmt, table->data, table->rows, table->cols, ids[t], 1,
+                           out + (size_t)t * table->cols);
 }
 
 static void op_rmsnorm(sl_backend *b, float *out, int os, const float *x, int xs, const float *w,
@@ -139,6 +142,7 @@ static const sl_backend_ops cpu_ops = {
     .upload = op_copy,
     .download = op_copy,
     .destroy = op_destroy,
+    .supports = op_supports,
     .embed = op_embed,
     .rmsnorm = op_rmsnorm,
     .matmul = sl_cpu_matmul,

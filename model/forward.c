@@ -6,10 +6,10 @@
 
 /* MLA attention (DeepSeek-V2 paper section 2.1; inference/model.py MLA.forward).
  * x: (T, H) normed input -> s->out: (T, H). Appends this call's latents and rope keys to kv. */
-static void attention(sl_model *m, sl_kv_cache *kv, int layer, int T, int pos0, bool absorbed)
+static void attention(sl_model *m, const sl_layer_weights *l, sl_kv_cache *kv, int layer, int T,
+                      int pos0, bool absorbed)
 {
     const sl_config *c = &m->cfg;
-    const sl_layer_weights *l = &m->w.layers[layer];
     const sl_backend_ops *op = m->b->ops;
     sl_backend *b = m->b;
     sl_run_state *s = &m->s;
@@ -54,12 +54,47 @@ static void swiglu(sl_model *m, float *out, const float *x, const sl_weight *gat
     op->matmul(m->b, out, s->ffn_g, down, T);
 }
 
-/* DeepSeekMoE: shared expert on every token plus top_k routed experts per token, each expert
- * run once over all the tokens routed to it. s->xn: (T, H) -> s->out: (T, H). */
-static int moe(sl_model *m, int layer, int T, sl_error *e)
+/* Prefetch hint: guess layer+1's experts by applying its router (and its FFN norm) to this
+ * layer's residual stream s->x, and tell the provider while this layer's experts compute.
+ * Uses the route buffers and exp_x as scratch: this layer's routing is already on the host. */
+static int hint_next_layer(sl_model *m, int layer, int T, sl_error *e)
 {
     const sl_config *c = &m->cfg;
-    const sl_layer_weights *l = &m->w.layers[layer];
+    int next = layer + 1, rc;
+    if (!m->wp->experts_hint || next >= c->num_hidden_layers || !m->w.layers[next].moe ||
+        !m->w.layers[next].router.data)
+        return 0;
+    const sl_layer_weights *l = &m->w.layers[next];
+    const sl_backend_ops *op = m->b->ops;
+    sl_backend *b = m->b;
+    sl_run_state *s = &m->s;
+    int E = c->n_routed_experts, K = c->num_experts_per_tok, H = c->hidden_size;
+    op->rmsnorm(b, s->exp_x, H, s->x, H, l->ffn_norm, T, H, c->rms_norm_eps);
+    op->matmul(b, s->router_logits, s->exp_x, &l->router, T);
+    op->moe_route(b, s->route_idx, s->route_w, s->router_logits, l->router_bias, T, E, c->n_group,
+                  c->topk_group, K, c->norm_topk_prob, c->routed_scaling_factor);
+    if ((rc = op->download(b, s->h_route_idx, s->route_idx, (size_t)T * K * sizeof(int32_t))))
+        return sl_errorf(e, rc, "layer %d: cannot read the prefetch guess back from %s", layer, op->name);
+    int n = 0;
+    for (int i = 0; i < T * K; i++) {
+        int x = s->h_route_idx[i];
+        if (!m->h_hint_mark[x]) {
+            m->h_hint_mark[x] = 1;
+            m->h_hint_list[n++] = x;
+        }
+    }
+    for (int i = 0; i < n; i++)
+        m->h_hint_mark[m->h_hint_list[i]] = 0;
+    m->wp->experts_hint(m->wp, next, m->h_hint_list, n);
+    return 0;
+}
+
+/* DeepSeekMoE: shared expert on every token plus top_k routed experts per token, each expert
+ * run once over all the tokens routed to it, in the order the provider has them ready.
+ * s->xn: (T, H) -> s->out: (T, H). */
+static int moe(sl_model *m, const sl_layer_weights *l, int layer, int T, sl_error *e)
+{
+    const sl_config *c = &m->cfg;
     const sl_backend_ops *op = m->b->ops;
     sl_backend *b = m->b;
     sl_run_state *s = &m->s;
@@ -99,13 +134,26 @@ static int moe(sl_model *m, int layer, int T, sl_error *e)
         swiglu(m, s->out, s->xn, &l->sh_gate, &l->sh_up, &l->sh_down, T);
     else
         op->zero(b, s->out, (size_t)T * H);
-    for (int x = 0; x < E; x++) {
+    int n_used = 0;
+    for (int x = 0; x < E; x++)
+        if (s->h_exp_count[x] > 0)
+            m->h_experts_used[n_used++] = x;
+    if ((rc = m->wp->experts_request(m->wp, layer, m->h_experts_used, n_used, e)))
+        return rc;
+    if ((rc = hint_next_layer(m, layer, T, e)))
+        return rc;
+    for (;;) {
+        int x;
+        const sl_expert_weights *w;
+        if ((rc = m->wp->expert_next(m->wp, layer, &x, &w, e)))
+            return rc;
+        if (x < 0)
+            break;
         int cnt = s->h_exp_count[x], at = s->h_exp_start[x];
-        if (cnt == 0)
-            continue;
         op->gather_rows(b, s->exp_x, s->xn, s->exp_rows + at, cnt, H);
-        swiglu(m, s->exp_x, s->exp_x, &l->exp_gate[x], &l->exp_up[x], &l->exp_down[x], cnt);
+        swiglu(m, s->exp_x, s->exp_x, &w->gate, &w->up, &w->down, cnt);
         op->scatter_add_rows(b, s->out, s->exp_x, s->exp_rows + at, s->exp_rows_w + at, cnt, H);
+        m->wp->expert_done(m->wp, layer, x);
     }
     return 0;
 }
@@ -136,20 +184,24 @@ int sl_model_forward(sl_model *m, sl_kv_cache *kv, const int32_t *tokens, int n,
         return sl_errorf(e, rc, "forward: cannot send tokens to %s", op->name);
     bool absorbed = m->attn_mode == SL_ATTN_ABSORBED || (m->attn_mode == SL_ATTN_AUTO && n == 1);
 
-    op->embed(b, s->x, m->w.embed, s->ids, n, H);
+    op->embed(b, s->x, &m->w.embed, s->ids, n);
     for (int layer = 0; layer < c->num_hidden_layers; layer++) {
-        const sl_layer_weights *l = &m->w.layers[layer];
+        const sl_layer_weights *l;
+        if ((rc = m->wp->layer_begin(m->wp, layer, &l, e)))
+            return rc;
         op->rmsnorm(b, s->xn, H, s->x, H, l->attn_norm, n, H, c->rms_norm_eps);
-        attention(m, kv, layer, n, pos0, absorbed);
+        attention(m, l, kv, layer, n, pos0, absorbed);
         op->add(b, s->x, s->out, (size_t)n * H);
 
         op->rmsnorm(b, s->xn, H, s->x, H, l->ffn_norm, n, H, c->rms_norm_eps);
         if (l->moe) {
-            if ((rc = moe(m, layer, n, e)))
-                return rc;
+            rc = moe(m, l, layer, n, e);
         } else {
             swiglu(m, s->out, s->xn, &l->gate, &l->up, &l->down, n);
         }
+        m->wp->layer_end(m->wp, layer);
+        if (rc)
+            return rc;
         op->add(b, s->x, s->out, (size_t)n * H);
     }
     kv->len = pos0 + n;

@@ -20,10 +20,12 @@
 /* ---- the backend interface (cpu/ and cuda/ each provide one) -------------------------------- */
 
 /* A 2-D weight in backend memory: y = x W^T, W is (rows = out features) x (cols = in features),
- * row-major fp32. Later formats (fp8/q8/q4 with fused dequant) add a format tag here. */
+ * encoded in a quant/ weight format (sl_wformat: f32, bf16, fp8, q8, q4), planar as quant.h
+ * documents. Backends decode inside their matrix products; nothing is widened at load. */
 typedef struct sl_weight {
     int rows, cols;
-    float *data;
+    int fmt;     /* sl_wformat */
+    void *data;  /* sl_wformat_bytes(fmt, rows, cols) bytes */
 } sl_weight;
 
 typedef struct sl_backend sl_backend;
@@ -46,8 +48,10 @@ typedef struct sl_backend_ops {
     int (*download)(sl_backend *b, void *dst, const void *src, size_t bytes);
     void (*destroy)(sl_backend *b);
 
-    /* out[i] = table[ids[i]], (n, dim) */
-    void (*embed)(sl_backend *b, float *out, const float *table, const int32_t *ids, int n, int dim);
+    /* Which weight formats matmul/embed take directly (others are widened to f32 at load). */
+    bool (*supports)(sl_backend *b, int fmt);
+    /* out[i] = table row ids[i] decoded to fp32, (n, table->cols) */
+    void (*embed)(sl_backend *b, float *out, const sl_weight *table, const int32_t *ids, int n);
     /* out[i] = x[i] / rms(x[i]) * w, rows of `dim` read with stride xs, written with stride os */
     void (*rmsnorm)(sl_backend *b, float *out, int os, const float *x, int xs, const float *w,
                     int n, int dim, float eps);
@@ -116,11 +120,38 @@ typedef struct sl_layer_weights {
 } sl_layer_weights;
 
 typedef struct sl_weights {
-    float *embed;               /* (vocab, hidden) */
+    sl_weight embed;            /* (vocab, hidden) */
     sl_layer_weights *layers;   /* [num_hidden_layers] */
     float *final_norm;          /* (hidden) */
     sl_weight lm_head;          /* (vocab, hidden) */
 } sl_weights;
+
+/* ---- where weights come from during a forward pass ---------------------------------------
+ * The forward pass asks for each layer's weights as it reaches the layer, and for the routed
+ * experts its tokens chose, which it then computes in the order they become ready. A model
+ * loaded whole into backend memory answers at once (model/resident.c); the streaming engine
+ * (stream/) answers from its VRAM slots and host cache, reading misses from disk while earlier
+ * experts compute. Every call happens on the thread that runs the forward pass. */
+typedef struct sl_expert_weights {
+    sl_weight gate, up, down;   /* (moe_inter, hidden) x2, (hidden, moe_inter) */
+} sl_expert_weights;
+
+typedef struct sl_weight_provider sl_weight_provider;
+struct sl_weight_provider {
+    /* Layer `layer`'s non-expert weights, ready for compute until layer_end. */
+    int (*layer_begin)(sl_weight_provider *p, int layer, const sl_layer_weights **lw, sl_error *e);
+    /* Routed experts experts[0..n) (distinct) of `layer` are needed now. */
+    int (*experts_request)(sl_weight_provider *p, int layer, const int32_t *experts, int n,
+                           sl_error *e);
+    /* The next requested expert that is ready (blocks until one is); *expert = -1 when all
+     * requested ones were handed out. The weights stay valid until expert_done. */
+    int (*expert_next)(sl_weight_provider *p, int layer, int *expert, const sl_expert_weights **w,
+                       sl_error *e);
+    void (*expert_done)(sl_weight_provider *p, int layer, int expert);
+    void (*layer_end)(sl_weight_provider *p, int layer);
+    /* A guess of experts a later layer will request (prefetch). May be NULL. */
+    void (*experts_hint)(sl_weight_provider *p, int layer, const int32_t *experts, int n);
+};
 
 /* ---- the model and its per-sequence state ------------------------------------------------ */
 
@@ -137,9 +168,26 @@ typedef struct sl_rope_table {
  * _compute_yarn_parameters does: out has rope/2 floats. Returns attn_factor and softmax_scale. */
 void sl_rope_params(const sl_config *c, float *inv_freq_out, float *attn_factor, float *softmax_scale);
 
-/* Load a Hugging Face model directory (config.json + safetensors, bf16/f16/f32 or official fp8
- * with 128x128 block scales) into fp32 backend memory. Every tensor's presence, dtype and shape
- * is checked against the config; errors name the tensor. max_tokens bounds one forward call. */
+/* Build a model from a weight source (format/: a Hugging Face directory, a .sluice file): every
+ * tensor the config implies is fetched, its shape checked, and placed in backend memory in its
+ * stored format (vectors in fp32). Errors name the tensor. max_tokens bounds one forward call.
+ * The source is not kept; the caller closes it. */
+int sl_model_load(sl_weight_source *src, sl_backend *b, int max_tokens, sl_model **out, sl_error *e);
+
+/* Use `p` for layer and expert weights from now on (the streaming engine); NULL restores the
+ * model's own resident weights. The model does not own p. */
+void sl_model_set_provider(sl_model *m, sl_weight_provider *p);
+/* The model's own provider over what it loaded (a streamer delegates layer cores to it). */
+sl_weight_provider *sl_model_resident_provider(sl_model *m);
+
+/* sl_model_load without the routed experts: for a caller (stream/) that provides them through
+ * sl_model_set_provider before the first forward call. */
+int sl_model_load_core(sl_weight_source *src, sl_backend *b, int max_tokens, sl_model **out,
+                       sl_error *e);
+
+/* sl_model_load over PATH: a .sluice file, or a Hugging Face directory. */
+int sl_model_load_path(const char *path, sl_backend *b, int max_tokens, sl_model **out, sl_error *e);
+/* Same, for a Hugging Face directory only (kept for callers that mean exactly that). */
 int sl_model_load_hf(const char *dir, sl_backend *b, int max_tokens, sl_model **out, sl_error *e);
 void sl_model_free(sl_model *m);
 const sl_config *sl_model_config(const sl_model *m);

@@ -28,6 +28,15 @@ typedef struct sl_run_state {
     int *h_exp_count, *h_exp_start; /* (experts) */
 } sl_run_state;
 
+/* The provider over weights loaded whole (model/resident.c). */
+typedef struct sl_resident_provider {
+    sl_weight_provider base;
+    sl_model *m;
+    const int32_t *want;  /* experts requested for the current layer */
+    int n_want, next;
+    sl_expert_weights cur;
+} sl_resident_provider;
+
 struct sl_model {
     sl_config cfg;
     sl_backend *b;
@@ -37,7 +46,14 @@ struct sl_model {
     sl_run_state s;
     int max_tokens;
     sl_attn_mode attn_mode;
+    sl_resident_provider resident;
+    sl_weight_provider *wp;       /* &resident.base or the streaming engine */
+    int32_t *h_experts_used;      /* (experts) distinct experts of the current layer, host */
+    int32_t *h_hint_list;         /* (experts) prefetch guess for the next layer */
+    uint8_t *h_hint_mark;         /* (experts) */
 };
+
+void sl_resident_provider_init(sl_model *m);
 
 static inline bool sl_layer_is_moe(const sl_config *c, int layer)
 {

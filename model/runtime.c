@@ -70,6 +70,10 @@ int sl_model_init_runtime(sl_model *m, int max_tokens, sl_error *e)
     HALLOC(s->h_pos, T);
     HALLOC(s->h_exp_count, E);
     HALLOC(s->h_exp_start, E);
+    HALLOC(m->h_experts_used, E);
+    HALLOC(m->h_hint_list, E);
+    HALLOC(m->h_hint_mark, E);
+    sl_resident_provider_init(m);
     return 0;
 }
 
@@ -123,7 +127,7 @@ void sl_model_free(sl_model *m)
         }
         free(m->w.layers);
     }
-    BFREE(m->w.embed);
+    free_w(b, &m->w.embed);
     BFREE(m->w.final_norm);
     free_w(b, &m->w.lm_head);
     BFREE(m->rope.inv_freq);
@@ -142,6 +146,9 @@ void sl_model_free(sl_model *m)
     free(s->h_pos);
     free(s->h_exp_count);
     free(s->h_exp_start);
+    free(m->h_experts_used);
+    free(m->h_hint_list);
+    free(m->h_hint_mark);
     free(m);
 }
 

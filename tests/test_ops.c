@@ -226,7 +226,7 @@ Test(ops, matmul_and_swiglu_match_formula)
         x[i] = ops_randn();
     for (int i = 0; i < ROWS * COLS; i++)
         wd[i] = ops_randn();
-    sl_weight w = {ROWS, COLS, wd};
+    sl_weight w = {ROWS, COLS, 0 /* SL_WF_F32 */, wd};
     b->ops->matmul(b, out, x, &w, N);
     for (int t = 0; t < N; t++)
         for (int r = 0; r < ROWS; r++) {

@@ -1,0 +1,280 @@
+/* Opening and closing the streaming engine: budgets, carving the tiers, workers, the trace and
+ * the summary. */
+#include "stream/stream_internal.h"
+
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static size_t mem_available(void)
+{
+    FILE *f = fopen("/proc/meminfo", "r");
+    char line[256];
+    size_t kb = 0;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "MemAvailable: %zu kB", &kb) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return kb * 1024;
+}
+
+static int fail(sl_stream *st, int rc)
+{
+    sl_stream_close(st);
+    return rc;
+}
+
+int sl_stream_open(const char *path, sl_backend *b, const sl_stream_opts *o, sl_stream **out,
+                   sl_model **model, sl_error *e)
+{
+    sl_stream *st = calloc(1, sizeof *st);
+    if (!st)
+        return sl_errorf(e, SL_E_NOMEM, "%s: no memory", path);
+    st->b = b;
+    st->t_open = sl_now();
+    pthread_mutex_init(&st->mu, NULL);
+    pthread_cond_init(&st->work_cv, NULL);
+    pthread_cond_init(&st->done_cv, NULL);
+    int rc = sl_sluice_open(path, &st->file, e);
+    if (rc)
+        return fail(st, rc);
+
+    /* resident part: everything but the routed experts, through the file's weight source */
+    sl_weight_source *src;
+    if ((rc = sl_sluice_source_open(path, &src, e)))
+        return fail(st, rc);
+    rc = sl_model_load_core(src, b, o->max_tokens > 0 ? o->max_tokens : 256, &st->model, e);
+    src->close(src);
+    if (rc)
+        return fail(st, rc);
+
+    const sl_config *c = sl_model_config(st->model);
+    st->E = c->n_routed_experts;
+    st->layers = c->num_hidden_layers;
+    size_t keys = (size_t)st->layers * (st->E > 0 ? st->E : 1);
+    st->chunk_of = malloc(keys * sizeof(int));
+    st->t1_of = malloc(keys * sizeof(int));
+    st->t2_of = malloc(keys * sizeof(int));
+    st->queued = calloc(keys, 1);
+    st->hinted = calloc(keys, 1);
+    st->wanted = calloc(keys, 1);
+    st->want = calloc((size_t)st->E + 1, sizeof(int32_t));
+    st->given = calloc((size_t)st->E + 1, 1);
+    st->q_cap = (int)keys * 2 + 8;
+    st->dq = malloc((size_t)st->q_cap * sizeof(int));
+    st->pq = malloc((size_t)st->q_cap * sizeof(int));
+    if (!st->chunk_of || !st->t1_of || !st->t2_of || !st->queued || !st->hinted || !st->wanted ||
+        !st->want || !st->given || !st->dq || !st->pq)
+        return fail(st, sl_errorf(e, SL_E_NOMEM, "%s: no memory for the expert index", path));
+
+    /* slot size: the largest expert chunk; resident bytes: everything else */
+    size_t resident = 0, n_expert_chunks = 0, max_stage = 4096;
+    for (size_t i = 0; i < keys; i++)
+        st->chunk_of[i] = -1, st->t1_of[i] = -1, st->t2_of[i] = -1;
+    for (size_t i = 0; i < sl_sluice_chunk_count(st->file); i++) {
+        const sl_sluice_chunk *ch = sl_sluice_chunk_at(st->file, i);
+        uint64_t padded = sl_sluice_padded(ch->stored_size);
+        if (padded > max_stage)
+            max_stage = padded;
+        if (ch->kind != SL_CHUNK_EXPERT) {
+            resident += ch->decoded_size;
+            continue;
+        }
+        if (ch->layer < 0 || ch->layer >= st->layers || ch->expert < 0 || ch->expert >= st->E)
+            return fail(st, sl_errorf(e, SL_E_FORMAT, "%s: chunk %zu names layer %d expert %d",
+                                      path, i, ch->layer, ch->expert));
+        st->chunk_of[ch->layer * st->E + ch->expert] = (int)i;
+        if (ch->decoded_size > st->slot_bytes)
+            st->slot_bytes = ch->decoded_size;
+        n_expert_chunks++;
+    }
+    st->slot_bytes = (st->slot_bytes + 255) & ~(size_t)255;
+    st->stats.resident_bytes = resident;
+    st->stats.slot_bytes = st->slot_bytes;
+
+    /* tier 1: what the backend budget leaves after the resident weights, at least 2 slots */
+    if (n_expert_chunks > 0) {
+        size_t n1 = n_expert_chunks;
+        if (o->backend_budget) {
+            size_t min = resident + 2 * st->slot_bytes;
+            if (o->backend_budget < min)
+                return fail(st, sl_errorf(e, SL_E_ARG,
+                                          "%s: a backend budget of %.2f GB cannot hold this model: the "
+                                          "minimum is %.2f GB (resident weights %.2f GB + 2 expert "
+                                          "slots of %.1f MB)",
+                                          path, o->backend_budget / 1e9, min / 1e9, resident / 1e9,
+                                          st->slot_bytes / 1e6));
+            n1 = (o->backend_budget - resident) / st->slot_bytes;
+            if (n1 > n_expert_chunks)
+                n1 = n_expert_chunks;
+        }
+        size_t host = o->host_budget ? o->host_budget : mem_available() / 4;
+        size_t n2 = host / st->slot_bytes;
+        if (n2 < 2)
+            return fail(st, sl_errorf(e, SL_E_ARG, "%s: a host cache of %.1f MB holds fewer than 2 "
+                                      "expert chunks of %.1f MB", path, host / 1e6, st->slot_bytes / 1e6));
+        if (n2 > n_expert_chunks)
+            n2 = n_expert_chunks;
+        st->n1 = (int)n1;
+        st->n2 = (int)n2;
+        st->stats.tier1_slots = st->n1;
+        st->stats.tier2_slots = st->n2;
+        st->t1 = calloc(n1, sizeof *st->t1);
+        st->t2 = calloc(n2, sizeof *st->t2);
+        if (!st->t1 || !st->t2)
+            return fail(st, sl_errorf(e, SL_E_NOMEM, "%s: no memory for slot tables", path));
+        if ((rc = b->ops->alloc(b, n1 * st->slot_bytes, &st->t1_mem)))
+            return fail(st, sl_errorf(e, rc, "%s: cannot allocate %zu expert slots (%.2f GB) on %s",
+                                      path, n1, n1 * st->slot_bytes / 1e9, b->ops->name));
+        if (posix_memalign(&st->t2_mem, 4096, n2 * st->slot_bytes))
+            return fail(st, sl_errorf(e, SL_E_NOMEM, "%s: cannot allocate a host cache of %.2f GB",
+                                      path, n2 * st->slot_bytes / 1e9));
+        for (size_t i = 0; i < n1; i++)
+            st->t1[i] = (t1_slot){.key = -1, .mem = (char *)st->t1_mem + i * st->slot_bytes};
+        for (size_t i = 0; i < n2; i++)
+            st->t2[i] = (t2_slot){.key = -1, .mem = (char *)st->t2_mem + i * st->slot_bytes};
+    }
+
+    st->prefetch = o->prefetch;
+    if (o->trace_path) {
+        st->trace_path = o->trace_path;
+        st->trace_cap = 1 << 20;
+        st->trace = malloc(st->trace_cap * sizeof *st->trace);
+        if (!st->trace)
+            return fail(st, sl_errorf(e, SL_E_NOMEM, "trace: no memory"));
+    }
+
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    st->n_workers = o->workers > 0 ? o->workers : (cores > 2 ? (int)cores : 2);
+    st->workers = calloc((size_t)st->n_workers, sizeof *st->workers);
+    if (!st->workers)
+        return fail(st, sl_errorf(e, SL_E_NOMEM, "%s: no memory", path));
+    for (int i = 0; i < st->n_workers; i++) {
+        sl_stream_worker *w = &st->workers[i];
+        w->st = st;
+        w->index = i;
+        if (posix_memalign(&w->stage, 4096, max_stage))
+            return fail(st, sl_errorf(e, SL_E_NOMEM, "%s: no memory for read staging", path));
+        if (pthread_create(&w->thread, NULL, sl_stream_worker_main, w) != 0) {
+            free(w->stage);
+            w->stage = NULL;
+            return fail(st, sl_errorf(e, SL_E_NOMEM, "%s: cannot start worker threads", path));
+        }
+    }
+
+    st->base = sl_stream_provider_ops;
+    /* the model's own provider still answers for the resident layer cores */
+    st->core = sl_model_resident_provider(st->model);
+    sl_model_set_provider(st->model, &st->base);
+    *out = st;
+    *model = st->model;
+    return 0;
+}
+
+static void write_trace(sl_stream *st)
+{
+    FILE *f = fopen(st->trace_path, "w");
+    if (!f)
+        return;
+    size_t n = st->n_trace < st->trace_cap ? st->n_trace : st->trace_cap;
+    fprintf(f, "{\"traceEvents\":[\n");
+    fprintf(f, "{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":1,\"tid\":0,\"args\":{\"name\":\"compute\"}}");
+    for (int i = 0; i < st->n_workers; i++)
+        fprintf(f, ",\n{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":1,\"tid\":%d,\"args\":{\"name\":\"worker %d\"}}",
+                i + 1, i);
+    for (size_t i = 0; i < n; i++) {
+        const sl_trace_event *ev = &st->trace[i];
+        fprintf(f, ",\n{\"name\":\"%s\",\"ph\":\"X\",\"pid\":1,\"tid\":%d,\"ts\":%.1f,\"dur\":%.1f",
+                ev->name, ev->tid, (ev->t0 - st->t_open) * 1e6, (ev->t1 - ev->t0) * 1e6);
+        if (ev->key >= 0)
+            fprintf(f, ",\"args\":{\"layer\":%d,\"expert\":%d}", ev->key / st->E, ev->key % st->E);
+        fputc('}', f);
+    }
+    fprintf(f, "\n]}\n");
+    fclose(f);
+}
+
+void sl_trace_add(sl_stream *st, const char *name, int key, int tid, double t0, double t1)
+{
+    if (!st->trace)
+        return;
+    size_t i = atomic_fetch_add((_Atomic size_t *)&st->n_trace, 1);
+    if (i < st->trace_cap)
+        st->trace[i] = (sl_trace_event){name, key, tid, t0, t1};
+}
+
+void sl_stream_close(sl_stream *st)
+{
+    if (!st)
+        return;
+    if (st->workers) {
+        pthread_mutex_lock(&st->mu);
+        st->quit = true;
+        pthread_cond_broadcast(&st->work_cv);
+        pthread_cond_broadcast(&st->done_cv);
+        pthread_mutex_unlock(&st->mu);
+        for (int i = 0; i < st->n_workers; i++) {
+            if (st->workers[i].stage)
+                pthread_join(st->workers[i].thread, NULL);
+            free(st->workers[i].stage);
+        }
+        free(st->workers);
+    }
+    if (st->trace_path && st->trace)
+        write_trace(st);
+    free(st->trace);
+    if (st->t1_mem)
+        st->b->ops->free(st->b, st->t1_mem);
+    free(st->t2_mem);
+    free(st->t1);
+    free(st->t2);
+    sl_model_free(st->model);
+    sl_sluice_close(st->file);
+    free(st->chunk_of);
+    free(st->t1_of);
+    free(st->t2_of);
+    free(st->queued);
+    free(st->hinted);
+    free(st->wanted);
+    free(st->want);
+    free(st->given);
+    free(st->dq);
+    free(st->pq);
+    pthread_cond_destroy(&st->work_cv);
+    pthread_cond_destroy(&st->done_cv);
+    pthread_mutex_destroy(&st->mu);
+    free(st);
+}
+
+void sl_stream_get_stats(const sl_stream *st, sl_stream_stats *out)
+{
+    pthread_mutex_lock((pthread_mutex_t *)&st->mu);
+    *out = st->stats;
+    pthread_mutex_unlock((pthread_mutex_t *)&st->mu);
+}
+
+void sl_stream_summary(const sl_stream *st, double wall, char *buf, size_t n)
+{
+    sl_stream_stats s;
+    sl_stream_get_stats(st, &s);
+    double req = s.requests ? (double)s.requests : 1.0;
+    snprintf(buf, n,
+             "experts: %llu requested, tier-1 (backend, %d slots) hits %.1f%%, tier-2 (host, %d slots) "
+             "hits %.1f%%, disk %.1f%%; evictions %llu / %llu\n"
+             "disk: %llu chunks, %.3f GB read (%.3f GB needed by the tokens' experts), %.2f GB/s while "
+             "reading, %.2f GB/s over the run\n"
+             "prefetch: %llu guesses, %.1f%% right; %llu loads issued, %llu used; compute waited "
+             "%.1f%% of %.2f s\n",
+             (unsigned long long)s.requests, s.tier1_slots, 100.0 * s.tier1_hits / req, s.tier2_slots,
+             100.0 * s.tier2_hits / req, 100.0 * s.misses / req,
+             (unsigned long long)s.tier1_evictions, (unsigned long long)s.tier2_evictions,
+             (unsigned long long)s.chunks_read, s.bytes_read / 1e9, s.bytes_needed / 1e9,
+             s.read_seconds > 0 ? s.bytes_read / 1e9 / (s.read_seconds / (st->n_workers ? st->n_workers : 1)) : 0.0,
+             wall > 0 ? s.bytes_read / 1e9 / wall : 0.0, (unsigned long long)s.predicted,
+             s.predicted ? 100.0 * s.predicted_right / s.predicted : 0.0,
+             (unsigned long long)s.prefetch_issued, (unsigned long long)s.prefetch_used,
+             wall > 0 ? 100.0 * s.wait_seconds / wall : 0.0, wall);
+}

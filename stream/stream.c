@@ -1,0 +1,358 @@
+/* The streaming engine: two cache tiers over a .sluice file's expert chunks, filled by workers.
+ *
+ * Keys: an expert is key = layer * E + expert. Tier 2 (host cache) slots go EMPTY -> LOADING (a
+ * worker reads + decodes + checksums the chunk into the slot) -> READY; tier 1 slots (backend
+ * memory) are filled from READY tier-2 slots by the compute thread. Replacement is LRU in both
+ * tiers: with uniform-looking routing nothing better is known without history, and LRU keeps the
+ * experts of the last few tokens, which is where decode reuse comes from (measured hit rates
+ * are in bench/results/). One mutex guards all state; the slow parts (read, decode, upload) run
+ * outside it. */
+#include "stream/stream_internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* ---- queue ---- */
+
+static void push_job(sl_stream *st, int key, bool demand)
+{
+    if (st->queued[key] == 2 || (st->queued[key] == 1 && !demand))
+        return;
+    int *q = demand ? st->dq : st->pq;
+    long *tail = demand ? &st->dq_tail : &st->pq_tail;
+    q[*tail % st->q_cap] = key;
+    (*tail)++;
+    st->queued[key] = demand ? 2 : 1;
+    pthread_cond_signal(&st->work_cv);
+}
+
+/* Next job under the lock: demand first; a key already cached or in flight is dropped. */
+static int pop_job(sl_stream *st, bool *demand)
+{
+    for (;;) {
+        int key;
+        if (st->dq_head < st->dq_tail) {
+            key = st->dq[st->dq_head++ % st->q_cap];
+            *demand = true;
+        } else if (st->pq_head < st->pq_tail) {
+            key = st->pq[st->pq_head++ % st->q_cap];
+            *demand = false;
+            if (st->queued[key] == 2) /* promoted: its demand entry will come */
+                continue;
+        } else {
+            return -1;
+        }
+        st->queued[key] = 0;
+        if (st->t2_of[key] >= 0 || st->t1_of[key] >= 0)
+            continue;
+        return key;
+    }
+}
+
+/* A tier-2 slot to load into: an EMPTY one, else the least recently used READY one nobody is
+ * uploading from. -1 when every slot is loading or busy. */
+static int take_t2(sl_stream *st)
+{
+    int best = -1;
+    for (int i = 0; i < st->n2; i++) {
+        t2_slot *s = &st->t2[i];
+        if (s->state == T2_EMPTY)
+            return i;
+        if (s->state == T2_READY && s->users == 0 && !st->wanted[s->key] &&
+            (best < 0 || s->tick < st->t2[best].tick))
+            best = i;
+    }
+    if (best >= 0) {
+        st->t2_of[st->t2[best].key] = -1;
+        st->t2[best].state = T2_EMPTY;
+        st->stats.tier2_evictions++;
+    }
+    return best;
+}
+
+static void *worker_main(void *arg)
+{
+    sl_stream_worker *w = arg;
+    sl_stream *st = w->st;
+    pthread_mutex_lock(&st->mu);
+    for (;;) {
+        bool demand = false;
+        int key = -1, slot = -1;
+        while (!st->quit) {
+            if (st->failed) { /* stop loading after an error; the compute thread reports it */
+                pthread_cond_wait(&st->work_cv, &st->mu);
+                continue;
+            }
+            key = pop_job(st, &demand);
+            if (key < 0) {
+                pthread_cond_wait(&st->work_cv, &st->mu);
+                continue;
+            }
+            slot = take_t2(st);
+            if (slot >= 0)
+                break;
+            if (!demand)
+                continue; /* a prefetch never waits for room: drop it */
+            push_job(st, key, demand); /* every slot busy: wait for one to free up */
+            pthread_cond_wait(&st->done_cv, &st->mu);
+        }
+        if (st->quit)
+            break;
+        t2_slot *s = &st->t2[slot];
+        s->state = T2_LOADING;
+        s->key = key;
+        st->t2_of[key] = slot;
+        if (!demand)
+            st->stats.prefetch_issued++;
+        s->prefetched = !demand;
+        size_t chunk = (size_t)st->chunk_of[key];
+        pthread_mutex_unlock(&st->mu);
+
+        sl_error e = {0};
+        double t0 = sl_now();
+        int rc = sl_sluice_read_chunk(st->file, chunk, w->stage, s->mem, &e);
+        double t1 = sl_now();
+        const sl_sluice_chunk *ch = sl_sluice_chunk_at(st->file, chunk);
+        sl_trace_add(st, demand ? "read (demand)" : "read (prefetch)", key, w->index + 1, t0, t1);
+
+        pthread_mutex_lock(&st->mu);
+        st->stats.read_seconds += t1 - t0;
+        if (rc) {
+            s->state = T2_EMPTY;
+            st->t2_of[key] = -1;
+            if (!st->failed) {
+                st->failed = true;
+                st->err = e;
+            }
+        } else {
+            s->state = T2_READY;
+            s->tick = ++st->tick;
+            st->stats.chunks_read++;
+            st->stats.bytes_read += sl_sluice_padded(ch->stored_size);
+            st->stats.bytes_decoded += ch->decoded_size;
+        }
+        pthread_cond_broadcast(&st->done_cv);
+    }
+    pthread_mutex_unlock(&st->mu);
+    return NULL;
+}
+
+/* ---- the provider the forward pass calls ---- */
+
+static int sp_layer_begin(sl_weight_provider *p, int layer, const sl_layer_weights **lw, sl_error *e)
+{
+    sl_stream *st = (sl_stream *)p;
+    return st->core->layer_begin(st->core, layer, lw, e); /* layer cores are resident */
+}
+
+static void sp_layer_end(sl_weight_provider *p, int layer) {}
+
+static int sp_experts_request(sl_weight_provider *p, int layer, const int32_t *experts, int n,
+                              sl_error *e)
+{
+    sl_stream *st = (sl_stream *)p;
+    pthread_mutex_lock(&st->mu);
+    st->layer = layer;
+    st->n_want = n;
+    st->n_given = 0;
+    for (int i = 0; i < n; i++) {
+        int key = layer * st->E + experts[i];
+        st->want[i] = experts[i];
+        st->given[i] = 0;
+        st->wanted[key] = 1;
+        st->stats.requests++;
+        st->stats.bytes_needed += sl_sluice_chunk_at(st->file, (size_t)st->chunk_of[key])->decoded_size;
+        if (st->hinted[key]) {
+            st->stats.predicted_right++;
+            st->hinted[key] = 0;
+        }
+        int t1 = st->t1_of[key], t2 = st->t2_of[key];
+        if (t1 >= 0) {
+            st->t1[t1].refs++; /* pinned until handed out and done */
+            st->stats.tier1_hits++;
+        } else if (t2 >= 0 && st->t2[t2].state == T2_READY) {
+            st->stats.tier2_hits++;
+        } else {
+            st->stats.misses++;
+            if (t2 < 0)
+                push_job(st, key, true);
+        }
+        if (t2 >= 0 && st->t2[t2].prefetched) {
+            st->stats.prefetch_used++;
+            st->t2[t2].prefetched = false;
+        }
+    }
+    /* a hint for this layer that was not requested is stale now */
+    for (int x = 0; x < st->E; x++)
+        st->hinted[layer * st->E + x] = 0;
+    pthread_mutex_unlock(&st->mu);
+    return 0;
+}
+
+/* A tier-1 slot for a new expert: free, else LRU among unpinned. Under the lock. */
+static int take_t1(sl_stream *st)
+{
+    int best = -1;
+    for (int i = 0; i < st->n1; i++) {
+        t1_slot *s = &st->t1[i];
+        if (s->key < 0)
+            return i;
+        if (s->refs == 0 && (best < 0 || s->tick < st->t1[best].tick))
+            best = i;
+    }
+    if (best >= 0) {
+        st->t1_of[st->t1[best].key] = -1;
+        st->t1[best].key = -1;
+        st->stats.tier1_evictions++;
+    }
+    return best;
+}
+
+/* Point a slot's weights at the expert's tensors inside its decoded chunk. */
+static int bind_weights(sl_stream *st, t1_slot *s, int key, sl_error *e)
+{
+    const sl_sluice_chunk *ch = sl_sluice_chunk_at(st->file, (size_t)st->chunk_of[key]);
+    sl_weight *dst[3] = {&s->w.gate, &s->w.up, &s->w.down};
+    int found = 0;
+    for (uint32_t i = 0; i < ch->n_tensors; i++) {
+        const sl_sluice_tensor *t = sl_sluice_tensor_at(st->file, ch->first_tensor + i);
+        size_t l = strlen(t->name);
+        int which = l >= 16 && !strcmp(t->name + l - 16, "gate_proj.weight") ? 0
+                  : l >= 14 && !strcmp(t->name + l - 14, "up_proj.weight")   ? 1
+                  : l >= 16 && !strcmp(t->name + l - 16, "down_proj.weight") ? 2
+                                                                             : -1;
+        if (which < 0)
+            continue;
+        *dst[which] = (sl_weight){(int)t->rows, (int)t->cols, t->format, (char *)s->mem + t->offset};
+        found |= 1 << which;
+    }
+    if (found != 7) {
+        char label[256];
+        sl_sluice_chunk_label(st->file, (size_t)st->chunk_of[key], label, sizeof label);
+        return sl_errorf(e, SL_E_FORMAT, "%s: expert chunk lacks gate/up/down_proj", label);
+    }
+    return 0;
+}
+
+static int sp_expert_next(sl_weight_provider *p, int layer, int *expert, const sl_expert_weights **w,
+                          sl_error *e)
+{
+    sl_stream *st = (sl_stream *)p;
+    const sl_backend_ops *op = st->b->ops;
+    pthread_mutex_lock(&st->mu);
+    for (;;) {
+        if (st->failed) {
+            if (e)
+                *e = st->err;
+            pthread_mutex_unlock(&st->mu);
+            return st->err.code ? st->err.code : SL_E_IO;
+        }
+        if (st->n_given == st->n_want) {
+            *expert = -1;
+            pthread_mutex_unlock(&st->mu);
+            return 0;
+        }
+        /* 1. already in a backend slot (pinned at request) */
+        for (int i = 0; i < st->n_want; i++) {
+            int key = layer * st->E + st->want[i];
+            if (!st->given[i] && st->t1_of[key] >= 0) {
+                t1_slot *s = &st->t1[st->t1_of[key]];
+                s->tick = ++st->tick;
+                st->given[i] = 1;
+                st->wanted[key] = 0;
+                st->n_given++;
+                *expert = st->want[i];
+                *w = &s->w;
+                pthread_mutex_unlock(&st->mu);
+                return 0;
+            }
+        }
+        /* 2. ready in the host cache: upload into a backend slot */
+        for (int i = 0; i < st->n_want; i++) {
+            int key = layer * st->E + st->want[i];
+            int t2 = st->t2_of[key];
+            if (st->given[i] || t2 < 0 || st->t2[t2].state != T2_READY)
+                continue;
+            int t1 = take_t1(st);
+            if (t1 < 0)
+                break; /* cannot happen with >= 1 slot: handed-out experts are done first */
+            t2_slot *src = &st->t2[t2];
+            t1_slot *dst = &st->t1[t1];
+            src->users++;
+            src->tick = ++st->tick;
+            size_t bytes = sl_sluice_chunk_at(st->file, (size_t)st->chunk_of[key])->decoded_size;
+            pthread_mutex_unlock(&st->mu);
+            double t0 = sl_now();
+            int rc = op->upload(st->b, dst->mem, src->mem, bytes);
+            sl_trace_add(st, "upload", key, 0, t0, sl_now());
+            pthread_mutex_lock(&st->mu);
+            src->users--;
+            if (rc == 0)
+                rc = bind_weights(st, dst, key, e);
+            else
+                sl_errorf(e, rc, "upload of layer %d expert %d to %s failed", layer, st->want[i], op->name);
+            if (rc) {
+                pthread_cond_broadcast(&st->done_cv);
+                pthread_mutex_unlock(&st->mu);
+                return rc;
+            }
+            dst->key = key;
+            dst->refs = 1;
+            dst->tick = ++st->tick;
+            st->t1_of[key] = t1;
+            st->given[i] = 1;
+            st->wanted[key] = 0;
+            st->n_given++;
+            *expert = st->want[i];
+            *w = &dst->w;
+            pthread_cond_broadcast(&st->done_cv); /* a worker may wait for src to be free */
+            pthread_mutex_unlock(&st->mu);
+            return 0;
+        }
+        /* 3. wait for a worker; re-queue anything evicted from tier 2 before we took it */
+        for (int i = 0; i < st->n_want; i++) {
+            int key = layer * st->E + st->want[i];
+            if (!st->given[i] && st->t2_of[key] < 0 && st->queued[key] != 2)
+                push_job(st, key, true);
+        }
+        double t0 = sl_now();
+        pthread_cond_wait(&st->done_cv, &st->mu);
+        double t1 = sl_now();
+        st->stats.wait_seconds += t1 - t0;
+        sl_trace_add(st, "wait", -1, 0, t0, t1);
+    }
+}
+
+static void sp_expert_done(sl_weight_provider *p, int layer, int expert)
+{
+    sl_stream *st = (sl_stream *)p;
+    pthread_mutex_lock(&st->mu);
+    int t1 = st->t1_of[layer * st->E + expert];
+    if (t1 >= 0 && st->t1[t1].refs > 0)
+        st->t1[t1].refs--;
+    pthread_mutex_unlock(&st->mu);
+}
+
+static void sp_experts_hint(sl_weight_provider *p, int layer, const int32_t *experts, int n)
+{
+    sl_stream *st = (sl_stream *)p;
+    if (!st->prefetch)
+        return;
+    pthread_mutex_lock(&st->mu);
+    for (int i = 0; i < n; i++) {
+        int key = layer * st->E + experts[i];
+        st->hinted[key] = 1;
+        st->stats.predicted++;
+        if (st->t1_of[key] < 0 && st->t2_of[key] < 0)
+            push_job(st, key, false);
+    }
+    pthread_mutex_unlock(&st->mu);
+}
+
+const sl_weight_provider sl_stream_provider_ops = {
+    sp_layer_begin, sp_experts_request, sp_expert_next, sp_expert_done, sp_layer_end, sp_experts_hint,
+};
+
+void *sl_stream_worker_main(void *arg) { return worker_main(arg); }

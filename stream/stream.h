@@ -1,0 +1,70 @@
+/* stream/: the streaming engine. It runs a model whose routed experts do not fit the backend's
+ * memory: the .sluice file's expert chunks are read on worker threads (demand misses ahead of
+ * prefetches), checksummed and decoded into a host cache (tier 2), and copied into a pool of
+ * backend-memory slots (tier 1) that the forward pass computes from, while other chunks load.
+ *
+ *   .sluice ──read+decode (workers)──► host cache (tier 2, LRU) ──upload──► slots (tier 1, LRU)
+ *                                                                             │
+ *                                      model/ forward pass ◄── expert_next ───┘ (arrival order)
+ *
+ * Budgets: the backend budget holds the resident weights (embedding, head, every layer core)
+ * plus the slot pool; the host budget holds the host cache. Both are carved once at open; no
+ * allocation happens per token. stream/ knows chunks and bytes, not DeepSeek math: the model
+ * drives it through model.h's sl_weight_provider. */
+#ifndef SL_STREAM_H
+#define SL_STREAM_H
+
+#include "base/base.h"
+#include "model/model.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct sl_stream_opts {
+    size_t backend_budget; /* bytes of backend memory for weights; 0: everything fits (all experts
+                            * get a slot) */
+    size_t host_budget;    /* bytes of host cache; 0: 1/4 of MemAvailable */
+    int workers;           /* read + decode threads; 0: one per core, at least 2 */
+    bool prefetch;         /* hint the next layer's experts (model predicts them) */
+    const char *trace_path; /* Chrome trace events JSON written at close; NULL: none */
+    int max_tokens;        /* tokens per forward call */
+} sl_stream_opts;
+
+/* Counters, cumulative since open. */
+typedef struct sl_stream_stats {
+    uint64_t requests;          /* experts asked for */
+    uint64_t tier1_hits;        /* already in a backend slot */
+    uint64_t tier2_hits;        /* in the host cache (one upload) */
+    uint64_t misses;            /* read from disk on demand (or waited for a prefetch in flight) */
+    uint64_t tier1_evictions, tier2_evictions;
+    uint64_t chunks_read, bytes_read;   /* from the file (stored bytes, padded) */
+    uint64_t bytes_decoded;
+    uint64_t bytes_needed;      /* decoded bytes of every requested expert: what tokens needed */
+    uint64_t prefetch_issued, prefetch_used;     /* hints loaded / later requested */
+    uint64_t predicted, predicted_right;         /* hinted experts / hinted that were requested */
+    double read_seconds;        /* summed over workers */
+    double wait_seconds;        /* compute thread blocked in expert_next */
+    int tier1_slots, tier2_slots;
+    size_t resident_bytes;      /* embedding, head, layer cores */
+    size_t slot_bytes;          /* one slot */
+} sl_stream_stats;
+
+typedef struct sl_stream sl_stream;
+
+/* Open PATH (a .sluice file) on backend b: loads the resident weights into a model, carves the
+ * slot pool and host cache from the budgets, starts the workers, and sets itself as the model's
+ * weight provider. When the backend budget cannot hold the resident weights plus two slots the
+ * error says what the minimum is. Out: *st and *model (close with sl_stream_close, which frees
+ * the model too). */
+int sl_stream_open(const char *path, sl_backend *b, const sl_stream_opts *o, sl_stream **st,
+                   sl_model **model, sl_error *e);
+void sl_stream_close(sl_stream *st);
+
+void sl_stream_get_stats(const sl_stream *st, sl_stream_stats *out);
+
+/* One line per figure of the end-of-run summary (hit rates, bytes, prediction accuracy, wait
+ * fraction) into buf; wall_seconds is the run's duration. */
+void sl_stream_summary(const sl_stream *st, double wall_seconds, char *buf, size_t n);
+
+#endif

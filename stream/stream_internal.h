@@ -1,0 +1,97 @@
+/* stream/ private: the engine's state. */
+#ifndef SL_STREAM_INTERNAL_H
+#define SL_STREAM_INTERNAL_H
+
+#include "format/format.h"
+#include "stream/stream.h"
+
+#include <pthread.h>
+
+enum { T2_EMPTY = 0, T2_LOADING = 1, T2_READY = 2 };
+
+typedef struct t1_slot {      /* backend memory */
+    int key;                  /* layer * E + expert, -1 when free */
+    int refs;                 /* pinned while requested or computing */
+    uint64_t tick;            /* LRU */
+    void *mem;                /* slot_bytes */
+    sl_expert_weights w;      /* views into mem */
+} t1_slot;
+
+typedef struct t2_slot {      /* host cache */
+    int key;
+    int state;                /* T2_* */
+    int users;                /* uploads reading it */
+    bool prefetched;          /* loaded by a hint and not yet requested */
+    uint64_t tick;
+    void *mem;
+} t2_slot;
+
+typedef struct sl_stream sl_stream;
+
+typedef struct sl_stream_worker {
+    sl_stream *st;
+    int index;
+    pthread_t thread;
+    void *stage;              /* 4096-aligned, max padded chunk */
+} sl_stream_worker;
+
+typedef struct sl_trace_event {
+    const char *name;
+    int key, tid;
+    double t0, t1;
+} sl_trace_event;
+
+struct sl_stream {
+    sl_weight_provider base;  /* first: the model calls through it */
+    sl_weight_provider *core; /* the model's resident provider (layer cores) */
+    sl_sluice *file;
+    sl_backend *b;
+    sl_model *model;
+    int E, layers;
+    bool prefetch;
+
+    int *chunk_of;            /* (layers * E) expert chunk index, -1 for dense layers */
+    int *t1_of, *t2_of;       /* (layers * E) slot holding the key, -1 */
+    uint8_t *queued;          /* (layers * E) 0 no, 1 prefetch, 2 demand */
+    uint8_t *hinted;          /* (layers * E) hinted and not yet requested */
+    uint8_t *wanted;          /* (layers * E) requested and not yet handed out */
+    t1_slot *t1;
+    int n1;
+    t2_slot *t2;
+    int n2;
+    size_t slot_bytes;
+    void *t1_mem;             /* backend allocation holding every tier-1 slot */
+    void *t2_mem;             /* host allocation holding every tier-2 slot */
+
+    /* job queues: ring buffers of keys */
+    int *dq, *pq;
+    int q_cap;
+    long dq_head, dq_tail, pq_head, pq_tail;
+
+    /* the current request */
+    int layer, n_want, n_given;
+    int32_t *want;            /* (E) */
+    uint8_t *given;           /* (E) */
+
+    pthread_mutex_t mu;
+    pthread_cond_t work_cv, done_cv;
+    sl_stream_worker *workers;
+    int n_workers;
+    bool quit, failed;
+    sl_error err;             /* the first worker error */
+    uint64_t tick;
+    sl_stream_stats stats;
+
+    /* trace */
+    const char *trace_path;
+    sl_trace_event *trace;
+    size_t n_trace, trace_cap;
+    double t_open;
+};
+
+extern const sl_weight_provider sl_stream_provider_ops;
+void *sl_stream_worker_main(void *arg);
+/* Record one event (no allocation: drops events past the preallocated capacity). */
+void sl_trace_add(sl_stream *st, const char *name, int key, int tid, double t0, double t1);
+
+#endif
