@@ -3,6 +3,12 @@
 #ifndef SL_CLI_H
 #define SL_CLI_H
 
+#include "model/model.h"
+#include "stream/stream.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
 int sl_cmd_logits(int argc, char **argv);
 int sl_cmd_generate(int argc, char **argv);
 int sl_cmd_run(int argc, char **argv);
@@ -17,5 +23,29 @@ int sl_cli_parse_ids(const char *s, int **out, int *n);
 
 /* Parse a non-negative integer option value; -1 after printing an error naming the option. */
 int sl_cli_parse_int(const char *opt, const char *val, int lo, int hi, int *out);
+
+/* The engine options every running command takes (--vram, --ram, --trace, --no-prefetch,
+ * --threads) and the engine they open. */
+typedef struct sl_cli_engine_opts {
+    uint64_t vram, ram;
+    const char *trace;
+    bool no_prefetch;
+    int threads;
+} sl_cli_engine_opts;
+extern const char sl_cli_engine_usage[];
+/* If argv[*i] is an engine option, take it (and its value, advancing *i) and return 1; 0 when it
+ * is not one; -1 after printing an error. */
+int sl_cli_engine_option(sl_cli_engine_opts *o, int argc, char **argv, int *i);
+
+typedef struct sl_cli_engine {
+    sl_backend *b;
+    sl_model *m;
+    sl_stream *st; /* non-NULL when the model streams from a .sluice file */
+    double t0;
+} sl_cli_engine;
+/* Open PATH (.sluice: streamed; directory: loaded whole). Prints the error itself. */
+int sl_cli_engine_open(sl_cli_engine *en, const char *path, const sl_cli_engine_opts *o, int max_tokens);
+/* Close; with summary, print the streaming summary (hit rates, bytes, waits) to stderr first. */
+void sl_cli_engine_close(sl_cli_engine *en, bool summary);
 
 #endif

@@ -1,6 +1,5 @@
 /* `sluice logits` and `sluice generate`: a prefill, and greedy decoding through the KV cache. */
 #include "cli/cli.h"
-#include "cpu/cpu.h"
 #include "model/model.h"
 
 #include <errno.h>
@@ -13,16 +12,17 @@ enum { PREFILL_CHUNK = 256 }; /* tokens per forward call during prefill */
 
 typedef struct model_args {
     const char *model, *tokens, *out;
-    int n_new, threads, greedy;
+    int n_new, greedy;
     sl_attn_mode attn;
+    sl_cli_engine_opts eng;
 } model_args;
 
 static const char logits_usage[] =
-    "usage: sluice logits MODEL --tokens 3,17,42 --out FILE [--threads N] [--attn auto|naive|absorbed]\n"
+    "usage: sluice logits MODEL --tokens 3,17,42 --out FILE [--attn auto|naive|absorbed] [engine options]\n"
     "  Prefill the tokens and write float32 little-endian logits, n_tokens x vocab, row-major.\n"
     "  FILE is written as FILE.tmp and renamed when complete.\n";
 static const char generate_usage[] =
-    "usage: sluice generate MODEL --tokens 3,17,42 [-n 16] [--greedy] [--threads N] [--attn MODE]\n"
+    "usage: sluice generate MODEL --tokens 3,17,42 [-n 16] [--greedy] [--attn MODE] [engine options]\n"
     "  Prefill the prompt, then decode one token at a time through the KV cache, taking the\n"
     "  argmax each step (greedy; sampling arrives with `sluice run`). Does not stop at EOS.\n"
     "  The last line of stdout is the generated ids, comma-separated.\n";
@@ -31,11 +31,17 @@ static const char generate_usage[] =
 static int parse(int argc, char **argv, model_args *a, bool generate)
 {
     const char *usage = generate ? generate_usage : logits_usage;
-    *a = (model_args){.n_new = 16, .threads = 0, .attn = SL_ATTN_AUTO};
+    *a = (model_args){.n_new = 16, .attn = SL_ATTN_AUTO};
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        int took = sl_cli_engine_option(&a->eng, argc, argv, &i);
+        if (took < 0)
+            return -1;
+        if (took)
+            continue;
         if (!strcmp(o, "--help") || !strcmp(o, "-h")) {
             fputs(usage, stdout);
+            fputs(sl_cli_engine_usage, stdout);
             return 1;
         } else if (!strcmp(o, "--tokens")) {
             if (!v) {
@@ -55,10 +61,6 @@ static int parse(int argc, char **argv, model_args *a, bool generate)
             i++;
         } else if (!strcmp(o, "--greedy") && generate) {
             a->greedy = 1;
-        } else if (!strcmp(o, "--threads")) {
-            if (sl_cli_parse_int(o, v, 0, 4096, &a->threads))
-                return -1;
-            i++;
         } else if (!strcmp(o, "--attn")) {
             if (v && !strcmp(v, "auto"))
                 a->attn = SL_ATTN_AUTO;
@@ -90,38 +92,35 @@ static int parse(int argc, char **argv, model_args *a, bool generate)
 }
 
 typedef struct session {
-    sl_backend *b;
+    sl_cli_engine en;
     sl_model *m;
     sl_kv_cache kv;
     bool kv_made;
 } session;
 
-static void session_close(session *s)
+static void session_close(session *s, bool summary)
 {
     if (s->kv_made)
         sl_kv_cache_destroy(s->m, &s->kv);
-    sl_model_free(s->m);
-    if (s->b)
-        s->b->ops->destroy(s->b);
+    sl_cli_engine_close(&s->en, summary);
 }
 
 static int session_open(session *s, const model_args *a, int max_ctx)
 {
     sl_error e = {0};
     *s = (session){0};
-    int rc = sl_cpu_backend_create(a->threads, &s->b, &e);
-    if (rc == 0)
-        rc = sl_model_load_path(a->model, s->b, PREFILL_CHUNK, &s->m, &e);
-    if (rc == 0) {
-        sl_model_set_attn_mode(s->m, a->attn);
-        rc = sl_kv_cache_create(s->m, max_ctx, &s->kv, &e);
-        s->kv_made = true;
-    }
-    if (rc) {
+    if (sl_cli_engine_open(&s->en, a->model, &a->eng, PREFILL_CHUNK))
+        return 1;
+    s->m = s->en.m;
+    sl_model_set_attn_mode(s->m, a->attn);
+    if (sl_kv_cache_create(s->m, max_ctx, &s->kv, &e)) {
         sl_cli_error("%s", e.msg);
-        session_close(s);
+        sl_kv_cache_destroy(s->m, &s->kv);
+        session_close(s, false);
+        return 1;
     }
-    return rc;
+    s->kv_made = true;
+    return 0;
 }
 
 /* Prefill ids in chunks; logits (n, vocab) of every position when all is set, else of the last. */
@@ -160,7 +159,7 @@ int sl_cmd_logits(int argc, char **argv)
     size_t V = (size_t)sl_model_config(s.m)->vocab_size;
     float *logits = malloc((size_t)n * V * sizeof(float));
     rc = logits ? prefill(&s, ids, n, true, logits) : (sl_cli_error("out of memory"), 1);
-    session_close(&s);
+    session_close(&s, rc == 0);
     free(ids);
     if (rc) {
         free(logits);
@@ -239,7 +238,7 @@ int sl_cmd_generate(int argc, char **argv)
         printf("%s%d", i ? "," : "", out[i]);
     printf("\n");
 done:
-    session_close(&s);
+    session_close(&s, rc == 0);
     free(ids);
     free(logits);
     free(out);

@@ -1,7 +1,7 @@
 /* `sluice run`: text in, streamed text out. One prompt (-p / -f) or an interactive chat that keeps
  * its KV cache between turns. Ctrl-C ends the answer being written, not the program. */
 #include "cli/cli.h"
-#include "cpu/cpu.h"
+#include "format/format.h"
 #include "model/model.h"
 #include "text/sampling.h"
 #include "text/text.h"
@@ -32,8 +32,7 @@ static const char run_usage[] =
     "  --seed S             sampling seed (default: time)\n"
     "  --greedy             same as --temp 0\n"
     "  --stop TEXT          stop when TEXT is generated (not printed)\n"
-    "  --hide-think         hide R1's <think>...</think> section (default: shown dimmed)\n"
-    "  --threads N          CPU threads (default: all cores)\n";
+    "  --hide-think         hide R1's <think>...</think> section (default: shown dimmed)\n";
 
 static volatile sig_atomic_t interrupted;
 static void on_sigint(int sig) { interrupted = 1; }
@@ -41,8 +40,9 @@ static void on_sigint(int sig) { interrupted = 1; }
 typedef struct run_args {
     const char *model, *prompt, *file, *system, *tokenizer, *stop;
     bool chat, hide_think, seed_given;
-    int n_new, ctx, threads;
+    int n_new, ctx;
     sl_sampler_params sp;
+    sl_cli_engine_opts eng;
 } run_args;
 
 static int parse_float(const char *opt, const char *v, float lo, float hi, float *out)
@@ -66,7 +66,11 @@ static int parse_args(int argc, char **argv, run_args *a)
     *a = (run_args){.n_new = 256, .ctx = 4096, .sp = sl_sampler_defaults()};
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        int iv;
+        int iv, took = sl_cli_engine_option(&a->eng, argc, argv, &i);
+        if (took < 0)
+            return -1;
+        if (took)
+            continue;
 #define NEED_STR(field)                              \
     do {                                             \
         if (!v) {                                    \
@@ -78,6 +82,7 @@ static int parse_args(int argc, char **argv, run_args *a)
     } while (0)
         if (!strcmp(o, "--help") || !strcmp(o, "-h")) {
             fputs(run_usage, stdout);
+            fputs(sl_cli_engine_usage, stdout);
             return 1;
         } else if (!strcmp(o, "-p") || !strcmp(o, "--prompt")) {
             NEED_STR(prompt);
@@ -101,10 +106,6 @@ static int parse_args(int argc, char **argv, run_args *a)
             i++;
         } else if (!strcmp(o, "--ctx")) {
             if (sl_cli_parse_int(o, v, 16, 1 << 24, &a->ctx))
-                return -1;
-            i++;
-        } else if (!strcmp(o, "--threads")) {
-            if (sl_cli_parse_int(o, v, 0, 4096, &a->threads))
                 return -1;
             i++;
         } else if (!strcmp(o, "--top-k")) {
@@ -202,7 +203,7 @@ static char *read_file(const char *path, size_t *len)
 
 typedef struct run_state {
     run_args *a;
-    sl_backend *b;
+    sl_cli_engine en;
     sl_model *m;
     sl_kv_cache kv;
     bool kv_made;
@@ -219,13 +220,11 @@ typedef struct run_state {
     long n_prompt, n_gen;
 } run_state;
 
-static void run_close(run_state *s)
+static void run_close(run_state *s, bool summary)
 {
     if (s->kv_made)
         sl_kv_cache_destroy(s->m, &s->kv);
-    sl_model_free(s->m);
-    if (s->b)
-        s->b->ops->destroy(s->b);
+    sl_cli_engine_close(&s->en, summary);
     sl_tokenizer_free(s->tok);
     sl_sampler_destroy(s->smp);
     free(s->hist);
@@ -238,12 +237,26 @@ static int open_tokenizer(run_state *s, sl_error *e)
 {
     char path[4200];
     const char *tp = s->a->tokenizer;
-    if (!tp) {
-        struct stat sb;
-        if (stat(s->a->model, &sb) == 0 && S_ISDIR(sb.st_mode)) {
-            snprintf(path, sizeof path, "%s/tokenizer.json", s->a->model);
-            tp = path;
-        }
+    struct stat sb;
+    if (!tp && stat(s->a->model, &sb) == 0 && S_ISREG(sb.st_mode)) {
+        /* a .sluice file carries the tokenizer.json its source had */
+        sl_sluice *f;
+        int rc = sl_sluice_open(s->a->model, &f, e);
+        if (rc)
+            return rc;
+        size_t len;
+        const char *json = sl_sluice_tokenizer(f, &len);
+        char origin[4300];
+        snprintf(origin, sizeof origin, "%s: embedded tokenizer", s->a->model);
+        rc = json ? sl_tokenizer_load_json(json, len, NULL, 0, origin, &s->tok, e)
+                  : sl_errorf(e, SL_E_MISSING, "%s: no tokenizer embedded (give --tokenizer PATH)",
+                              s->a->model);
+        sl_sluice_close(f);
+        return rc;
+    }
+    if (!tp && stat(s->a->model, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+        snprintf(path, sizeof path, "%s/tokenizer.json", s->a->model);
+        tp = path;
     }
     if (!tp)
         return sl_errorf(e, SL_E_MISSING, "%s: no tokenizer (give --tokenizer PATH)", s->a->model);
@@ -255,18 +268,25 @@ static int run_open(run_state *s, run_args *a)
     sl_error e = {0};
     *s = (run_state){.a = a, .tty = isatty(1)};
     int rc = open_tokenizer(s, &e);
-    if (rc == 0)
-        rc = sl_cpu_backend_create(a->threads, &s->b, &e);
-    if (rc == 0)
-        rc = sl_model_load_path(a->model, s->b, 256, &s->m, &e);
-    if (rc == 0) {
+    if (rc) {
+        sl_cli_error("%s", e.msg);
+        return rc;
+    }
+    if (sl_cli_engine_open(&s->en, a->model, &a->eng, 256)) {
+        sl_tokenizer_free(s->tok);
+        return 1;
+    }
+    s->m = s->en.m;
+    {
         s->vocab = sl_model_config(s->m)->vocab_size;
         if (sl_tokenizer_n_vocab(s->tok) > s->vocab)
             rc = sl_errorf(&e, SL_E_ARG, "%s: the tokenizer has %d ids but the model's vocabulary is %d",
                            a->model, sl_tokenizer_n_vocab(s->tok), s->vocab);
     }
-    if (rc == 0 && (rc = sl_kv_cache_create(s->m, a->ctx, &s->kv, &e)) == 0)
-        s->kv_made = true;
+    if (rc == 0) {
+        rc = sl_kv_cache_create(s->m, a->ctx, &s->kv, &e);
+        s->kv_made = true; /* destroy copes with a partial cache */
+    }
     if (rc == 0)
         rc = sl_sampler_create(&a->sp, s->vocab, &s->smp, &e);
     if (rc == 0) {
@@ -280,7 +300,7 @@ static int run_open(run_state *s, run_args *a)
     }
     if (rc) {
         sl_cli_error("%s", e.msg);
-        run_close(s);
+        run_close(s, false);
     }
     return rc;
 }
@@ -528,7 +548,7 @@ int sl_cmd_run(int argc, char **argv)
     }
     if (sl_log_level > 0)
         stats(&s);
-    run_close(&s);
+    run_close(&s, true);
     free(prompt);
     return rc == 2 ? 2 : rc ? 1 : 0;
 }

@@ -1,0 +1,103 @@
+/* Opening a model the way every running command does: a .sluice file through the streaming
+ * engine (budgets, prefetch, trace), a Hugging Face directory loaded whole. */
+#include "cli/cli.h"
+#include "cpu/cpu.h"
+#include "io/io.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+int sl_cli_engine_option(sl_cli_engine_opts *o, int argc, char **argv, int *i)
+{
+    const char *opt = argv[*i], *v = *i + 1 < argc ? argv[*i + 1] : NULL;
+    uint64_t bytes;
+    sl_error e = {0};
+    if (!strcmp(opt, "--vram") || !strcmp(opt, "--ram")) {
+        if (!v) {
+            sl_cli_error("%s needs a size (e.g. 24G)", opt);
+            return -1;
+        }
+        if (sl_parse_size(v, &bytes, &e)) {
+            sl_cli_error("%s: %s", opt, e.msg);
+            return -1;
+        }
+        if (!strcmp(opt, "--vram"))
+            o->vram = bytes;
+        else
+            o->ram = bytes;
+        (*i)++;
+        return 1;
+    }
+    if (!strcmp(opt, "--trace")) {
+        if (!v) {
+            sl_cli_error("--trace needs a file name");
+            return -1;
+        }
+        o->trace = v;
+        (*i)++;
+        return 1;
+    }
+    if (!strcmp(opt, "--no-prefetch")) {
+        o->no_prefetch = true;
+        return 1;
+    }
+    if (!strcmp(opt, "--threads")) {
+        if (sl_cli_parse_int(opt, v, 0, 4096, &o->threads))
+            return -1;
+        (*i)++;
+        return 1;
+    }
+    return 0;
+}
+
+const char sl_cli_engine_usage[] =
+    "engine options (a .sluice MODEL streams its experts):\n"
+    "  --vram SIZE          backend memory for weights (default: every expert gets a slot)\n"
+    "  --ram SIZE           host expert cache (default: 1/4 of available memory)\n"
+    "  --no-prefetch        do not guess and preload the next layer's experts\n"
+    "  --trace FILE.json    Chrome trace events (open in Perfetto)\n"
+    "  --threads N          CPU threads (default: all cores)\n";
+
+int sl_cli_engine_open(sl_cli_engine *en, const char *path, const sl_cli_engine_opts *o, int max_tokens)
+{
+    sl_error e = {0};
+    *en = (sl_cli_engine){0};
+    en->t0 = sl_now();
+    int rc = sl_cpu_backend_create(o->threads, &en->b, &e);
+    struct stat sb;
+    bool file = stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
+    if (rc == 0 && file) {
+        sl_stream_opts so = {.backend_budget = o->vram, .host_budget = o->ram, .workers = 0,
+                             .prefetch = !o->no_prefetch, .trace_path = o->trace,
+                             .max_tokens = max_tokens};
+        rc = sl_stream_open(path, en->b, &so, &en->st, &en->m, &e);
+    } else if (rc == 0) {
+        if (o->vram || o->ram || o->trace)
+            fprintf(stderr, "sluice: note: %s is loaded whole; --vram/--ram/--trace apply to .sluice files\n", path);
+        rc = sl_model_load_hf(path, en->b, max_tokens, &en->m, &e);
+    }
+    if (rc) {
+        sl_cli_error("%s", e.msg);
+        sl_cli_engine_close(en, false);
+    }
+    return rc;
+}
+
+void sl_cli_engine_close(sl_cli_engine *en, bool summary)
+{
+    if (en->st) {
+        if (summary && sl_log_level > 0) {
+            char buf[2048];
+            sl_stream_summary(en->st, sl_now() - en->t0, buf, sizeof buf);
+            fputs(buf, stderr);
+        }
+        sl_stream_close(en->st); /* frees the model */
+    } else {
+        sl_model_free(en->m);
+    }
+    if (en->b)
+        en->b->ops->destroy(en->b);
+    *en = (sl_cli_engine){0};
+}

@@ -1,0 +1,232 @@
+/* The streaming engine on the CPU backend: with budgets so small that every layer evicts, the
+ * logits and greedy ids equal the all-resident run; counters show the evictions and re-reads;
+ * a corrupt chunk or a file that shrinks mid-run stops the run with an error naming the chunk. */
+#include "cpu/cpu.h"
+#include "format/format.h"
+#include "model/model.h"
+#include "quant/quant.h"
+#include "stream/stream.h"
+
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+typedef struct strm_run {
+    int ids[32];
+    float *logits; /* (n_prompt + n_gen - 1, vocab): prefill rows then decode rows */
+    int vocab, rows;
+} strm_run;
+
+static const int32_t strm_prompt[] = {5, 77, 301, 12, 190, 44, 9};
+enum { STRM_NP = 7, STRM_NG = 12 };
+
+static char strm_dir[64];
+
+static void strm_convert(const char *fixture, char *out, size_t n)
+{
+    if (!strm_dir[0]) {
+        strcpy(strm_dir, "/tmp/sluice-stream-XXXXXX");
+        cr_assert(mkdtemp(strm_dir));
+    }
+    snprintf(out, n, "%s/%s.sluice", strm_dir, fixture);
+    if (access(out, F_OK) == 0)
+        return;
+    char src[256];
+    snprintf(src, sizeof src, "tests/fixtures/%s", fixture);
+    sl_convert_opts o;
+    sl_convert_opts_default(&o);
+    o.threads = 2;
+    sl_error e = {0};
+    cr_assert_eq(sl_convert(src, out, &o, NULL, &e), 0, "convert: %s", e.msg);
+}
+
+/* Prefill the prompt, then greedy-decode through the cache, recording every row of logits. */
+static int strm_generate(sl_model *m, strm_run *r, sl_error *e)
+{
+    const sl_config *c = sl_model_config(m);
+    r->vocab = c->vocab_size;
+    r->rows = STRM_NP + STRM_NG - 1;
+    r->logits = malloc((size_t)r->rows * r->vocab * sizeof(float));
+    sl_kv_cache kv;
+    int rc = sl_kv_cache_create(m, 64, &kv, e);
+    if (rc == 0)
+        rc = sl_model_forward(m, &kv, strm_prompt, STRM_NP, true, r->logits, e);
+    for (int i = 0; rc == 0 && i < STRM_NG; i++) {
+        const float *row = r->logits + (size_t)(STRM_NP - 1 + i) * r->vocab;
+        int best = 0;
+        for (int v = 1; v < r->vocab; v++)
+            if (row[v] > row[best])
+                best = v;
+        r->ids[i] = best;
+        if (i + 1 < STRM_NG) {
+            int32_t t = best;
+            rc = sl_model_forward(m, &kv, &t, 1, false, r->logits + (size_t)(STRM_NP + i) * r->vocab, e);
+        }
+    }
+    sl_kv_cache_destroy(m, &kv);
+    return rc;
+}
+
+static double strm_rel(const float *a, const float *b, size_t n)
+{
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        num += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+        den += (double)b[i] * b[i];
+    }
+    return sqrt(num / den);
+}
+
+static void strm_check_small_budgets(const char *fixture, bool prefetch)
+{
+    char path[256];
+    strm_convert(fixture, path, sizeof path);
+    sl_error e = {0};
+    sl_backend *b;
+    cr_assert_eq(sl_cpu_backend_create(2, &b, &e), 0);
+
+    /* all resident, from the Hugging Face source */
+    char src[256];
+    snprintf(src, sizeof src, "tests/fixtures/%s", fixture);
+    sl_model *m;
+    cr_assert_eq(sl_model_load_hf(src, b, 64, &m, &e), 0, "%s", e.msg);
+    strm_run want;
+    cr_assert_eq(strm_generate(m, &want, &e), 0, "%s", e.msg);
+    sl_model_free(m);
+
+    /* streamed: the backend holds the resident weights and 2 expert slots, the host 3 */
+    sl_stream *st;
+    sl_stream_opts so = {.host_budget = 1 << 26, .workers = 2, .prefetch = prefetch, .max_tokens = 64};
+    cr_assert_eq(sl_stream_open(path, b, &so, &st, &m, &e), 0, "%s", e.msg);
+    sl_stream_stats s0;
+    sl_stream_get_stats(st, &s0);
+    sl_stream_close(st);
+    so.backend_budget = s0.resident_bytes + 2 * s0.slot_bytes;
+    so.host_budget = 3 * s0.slot_bytes;
+    cr_assert_eq(sl_stream_open(path, b, &so, &st, &m, &e), 0, "%s", e.msg);
+    strm_run got;
+    cr_assert_eq(strm_generate(m, &got, &e), 0, "%s", e.msg);
+    sl_stream_stats s;
+    sl_stream_get_stats(st, &s);
+    char sum[2048];
+    sl_stream_summary(st, 1.0, sum, sizeof sum);
+    cr_log_info("%s (prefetch %d):\n%s", fixture, prefetch, sum);
+    sl_stream_close(st);
+
+    cr_assert_arr_eq(got.ids, want.ids, sizeof(int) * STRM_NG, "greedy ids differ from the resident run");
+    for (int r = 0; r < want.rows; r++) {
+        double err = strm_rel(got.logits + (size_t)r * want.vocab, want.logits + (size_t)r * want.vocab, want.vocab);
+        cr_expect_leq(err, 1e-6, "%s row %d: streamed vs resident rel L2 %.3g", fixture, r, err);
+    }
+    cr_assert_eq(s.tier1_slots, 2);
+    cr_assert_eq(s.tier2_slots, 3);
+    cr_assert_gt(s.tier1_evictions, 0, "tiny budgets must evict");
+    cr_assert_gt(s.chunks_read, s.tier2_slots, "experts must be read more than once");
+    cr_assert_eq(s.tier1_hits + s.tier2_hits + s.misses, s.requests);
+    if (prefetch)
+        cr_assert_gt(s.predicted, 0);
+    free(want.logits);
+    free(got.logits);
+    b->ops->destroy(b);
+}
+
+Test(stream, small_budgets_match_resident_tiny_a) { strm_check_small_budgets("tiny-a-bf16", true); }
+Test(stream, small_budgets_match_resident_tiny_b_fp8) { strm_check_small_budgets("tiny-b-fp8", true); }
+Test(stream, small_budgets_no_prefetch_tiny_b) { strm_check_small_budgets("tiny-b-bf16", false); }
+
+/* A budget below resident weights + 2 slots is refused, naming the minimum. */
+Test(stream, budget_below_minimum_names_it)
+{
+    char path[256];
+    strm_convert("tiny-a-bf16", path, sizeof path);
+    sl_error e = {0};
+    sl_backend *b;
+    cr_assert_eq(sl_cpu_backend_create(1, &b, &e), 0);
+    sl_stream *st;
+    sl_model *m;
+    sl_stream_opts so = {.backend_budget = 1000, .host_budget = 1 << 26, .workers = 1, .max_tokens = 8};
+    cr_assert_eq(sl_stream_open(path, b, &so, &st, &m, &e), SL_E_ARG);
+    cr_assert(strstr(e.msg, "minimum"), "%s", e.msg);
+    b->ops->destroy(b);
+}
+
+/* Corrupting one expert chunk on disk: the run stops with an error naming that chunk. */
+Test(stream, corrupt_expert_chunk_stops_with_checksum_error)
+{
+    char path[256], bad[300];
+    strm_convert("tiny-b-bf16", path, sizeof path);
+    snprintf(bad, sizeof bad, "%s.bad", path);
+    char cmd[700];
+    snprintf(cmd, sizeof cmd, "cp '%s' '%s'", path, bad);
+    cr_assert_eq(system(cmd), 0);
+    sl_sluice *f;
+    sl_error e = {0};
+    cr_assert_eq(sl_sluice_open(bad, &f, &e), 0, "%s", e.msg);
+    /* flip a byte in the middle of every expert chunk of the last layer */
+    FILE *fp = fopen(bad, "r+b");
+    int flipped = 0;
+    for (size_t i = 0; i < sl_sluice_chunk_count(f); i++) {
+        const sl_sluice_chunk *c = sl_sluice_chunk_at(f, i);
+        if (c->kind != SL_CHUNK_EXPERT || c->layer != 3)
+            continue;
+        long at = (long)(c->offset + c->stored_size / 2);
+        fseek(fp, at, SEEK_SET);
+        int ch = fgetc(fp);
+        fseek(fp, at, SEEK_SET);
+        fputc(ch ^ 0x5a, fp);
+        flipped++;
+    }
+    fclose(fp);
+    sl_sluice_close(f);
+    cr_assert_gt(flipped, 0);
+
+    sl_backend *b;
+    cr_assert_eq(sl_cpu_backend_create(2, &b, &e), 0);
+    sl_stream *st;
+    sl_model *m;
+    sl_stream_opts so = {.host_budget = 1 << 26, .workers = 2, .prefetch = true, .max_tokens = 64};
+    cr_assert_eq(sl_stream_open(bad, b, &so, &st, &m, &e), 0, "%s", e.msg);
+    strm_run r;
+    int rc = strm_generate(m, &r, &e);
+    cr_assert_neq(rc, 0, "a corrupt expert must stop the run");
+    cr_assert(strstr(e.msg, "layer 3") && (strstr(e.msg, "checksum") || strstr(e.msg, "zstd") || strstr(e.msg, "corrupt")),
+              "message: %s", e.msg);
+    free(r.logits);
+    sl_stream_close(st);
+    b->ops->destroy(b);
+    unlink(bad);
+}
+
+/* The file shrinking under a running engine is a read error, reported, not a hang. */
+Test(stream, file_truncated_mid_run_is_an_error)
+{
+    char path[256], bad[300];
+    strm_convert("tiny-a-bf16", path, sizeof path);
+    snprintf(bad, sizeof bad, "%s.short", path);
+    char cmd[700];
+    snprintf(cmd, sizeof cmd, "cp '%s' '%s'", path, bad);
+    cr_assert_eq(system(cmd), 0);
+    sl_error e = {0};
+    sl_backend *b;
+    cr_assert_eq(sl_cpu_backend_create(2, &b, &e), 0);
+    sl_stream *st;
+    sl_model *m;
+    sl_stream_opts so = {.host_budget = 1 << 26, .workers = 2, .max_tokens = 64};
+    cr_assert_eq(sl_stream_open(bad, b, &so, &st, &m, &e), 0, "%s", e.msg);
+    sl_sluice *f;
+    cr_assert_eq(sl_sluice_open(bad, &f, &e), 0);
+    uint64_t keep = sl_sluice_chunk_at(f, 2)->offset; /* cut before the first layers' experts */
+    sl_sluice_close(f);
+    cr_assert_eq(truncate(bad, (off_t)keep), 0);
+    strm_run r;
+    int rc = strm_generate(m, &r, &e);
+    cr_assert_neq(rc, 0);
+    cr_assert(strstr(e.msg, "chunk"), "message: %s", e.msg);
+    free(r.logits);
+    sl_stream_close(st);
+    b->ops->destroy(b);
+    unlink(bad);
+}
