@@ -78,11 +78,15 @@ test: deps
 gpu-test: $(BUILD)/sluice $(BUILD)/tests/gpu
 	$(BUILD)/tests/gpu
 
-# The README's first command: greedy generation on the bundled default model.
-DEMO_MODEL ?= tests/fixtures/tiny-a-bf16
+# The README's first command: the bundled default model (made once by `sluice synth --preset
+# tiny`: DeepSeek-V3 architecture, the real tokenizer, random weights) answering a prompt.
+DEMO_MODEL ?= $(BUILD)/demo-tiny.sluice
+DEMO_TOKENIZER ?= ../shared/deepseek-v3/tokenizer.json
+DEMO_PROMPT ?= Explain in one sentence why the sky is blue.
 demo: deps
 	$(MAKE) $(BUILD)/sluice
-	$(BUILD)/sluice generate $(DEMO_MODEL) --tokens 3,17,42 -n 16 --greedy
+	test -f $(DEMO_MODEL) || $(BUILD)/sluice synth --preset tiny --tokenizer $(DEMO_TOKENIZER) $(DEMO_MODEL)
+	$(BUILD)/sluice run $(DEMO_MODEL) --chat -p "$(DEMO_PROMPT)" -n 48 --seed 1
 
 lint:
 	clang-format --dry-run --Werror $(LIB_SRC) $(CLI_SRC) $(wildcard */*.h)

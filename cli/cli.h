@@ -14,6 +14,9 @@ int sl_cmd_generate(int argc, char **argv);
 int sl_cmd_run(int argc, char **argv);
 int sl_cmd_tokenize(int argc, char **argv);
 int sl_cmd_bench_io(int argc, char **argv);
+int sl_cmd_synth(int argc, char **argv);
+int sl_cmd_convert(int argc, char **argv);
+int sl_cmd_inspect(int argc, char **argv);
 
 /* "sluice: <msg>" on stderr, one line. */
 void sl_cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -40,6 +40,8 @@ static const char usage[] =
     "  tokenize TOKENIZER --jsonl IN.jsonl       {\"text\": ...} lines in, {\"ids\": [...]} lines out\n"
     "  bench io PATH [--mode seq|rand|chunks] [--bs SIZE] [--qd N[,N..]] ...\n"
     "                                            io_uring read throughput, fio-style summary\n"
+    "  synth [--preset deepseek-v3|tiny] [--layers N] [--quant FMT] OUT.sluice\n"
+    "                                            random-weight model with the real shapes\n"
     "  version                                   build and available backends\n"
     "\n"
     "MODEL is a Hugging Face DeepSeek-V3 directory (config.json + safetensors, bf16 or fp8).\n"
@@ -58,6 +60,8 @@ int main(int argc, char **argv)
         return sl_cmd_logits(argc - 1, argv + 1);
     if (!strcmp(cmd, "generate"))
         return sl_cmd_generate(argc - 1, argv + 1);
+    if (!strcmp(cmd, "synth"))
+        return sl_cmd_synth(argc - 1, argv + 1);
     if (!strcmp(cmd, "run"))
         return sl_cmd_run(argc - 1, argv + 1);
     if (!strcmp(cmd, "tokenize"))

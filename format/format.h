@@ -315,4 +315,29 @@ typedef struct sl_convert_stats {
 int sl_convert(const char *src, const char *out, const sl_convert_opts *o, sl_convert_stats *stats,
                sl_error *e);
 
+/* ---- synthetic models (format/synth.c) ---- */
+
+typedef struct sl_synth_opts {
+    const char *preset;    /* "deepseek-v3" (the real shapes), "tiny" (real vocab, tiny body), or
+                              a config.json path */
+    int layers;            /* num_hidden_layers override; 0 keeps the preset's */
+    int quant;             /* sl_wformat of non-expert matrices */
+    int expert_quant;      /* sl_wformat of routed experts; -1: same as quant */
+    const char *tokenizer; /* tokenizer.json to embed, or NULL */
+    uint64_t seed;
+    int threads;           /* 0: one per core */
+    int zstd_level;        /* 0: raw chunks (random weights barely compress) */
+    void (*progress)(void *ctx, uint64_t done, uint64_t total, double seconds);
+    void *progress_ctx;
+    const volatile sig_atomic_t *cancel;
+} sl_synth_opts;
+
+/* preset deepseek-v3, q4, seed 1, raw chunks. */
+void sl_synth_opts_default(sl_synth_opts *o);
+
+/* Write a model with the preset's shapes and random zero-mean weights to OUT (via OUT.tmp, renamed
+ * when complete). Errors name the preset or the file. Cost: one pass at generation speed over
+ * the output bytes, on `threads` cores. */
+int sl_synth(const char *out, const sl_synth_opts *o, sl_error *e);
+
 #endif
