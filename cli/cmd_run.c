@@ -7,6 +7,7 @@
 #include "text/text.h"
 
 #include <errno.h>
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -384,6 +385,10 @@ static int generate(run_state *s, bool *ended_eos)
     interrupted = 0;
     int rc = 0;
     for (int i = 0; i < s->a->n_new && !interrupted; i++) {
+        /* the model's vocabulary is padded past the tokenizer's (129280 vs 128815 in V3): an
+         * id no token names can never be the answer */
+        for (int v = sl_tokenizer_n_vocab(s->tok); v < s->vocab; v++)
+            s->logits[v] = -INFINITY;
         int32_t id = sl_sampler_sample(s->smp, s->logits, s->hist, s->kv.len);
         s->n_gen++;
         if (id == eos) {
@@ -546,9 +551,10 @@ int sl_cmd_run(int argc, char **argv)
                 break;
         }
     }
-    if (sl_log_level > 0)
+    bool ran = s.n_gen > 0 || rc == 0;
+    if (sl_log_level > 0 && ran)
         stats(&s);
-    run_close(&s, true);
+    run_close(&s, ran);
     free(prompt);
     return rc == 2 ? 2 : rc ? 1 : 0;
 }
