@@ -3,7 +3,7 @@
 #include "cli/cli.h"
 #include "format/format.h"
 #include "model/model.h"
-#include "text/sampling.h"
+#include "text/text.h"
 #include "text/text.h"
 
 #include <errno.h>

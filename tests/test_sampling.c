@@ -1,7 +1,7 @@
 /* Sampling against the distributions it must draw from, computed directly from fixed logits:
  * temperature softmax, top-k, top-p, min-p truncation; seed reproducibility; the chat template
  * against tokenizer_config.json's chat_template rendered by hand. */
-#include "text/sampling.h"
+#include "text/text.h"
 
 #include <criterion/criterion.h>
 #include <math.h>

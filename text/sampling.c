@@ -1,5 +1,5 @@
 /* Token sampling: penalties, truncation (top-k, top-p, min-p), temperature, seeded draw. */
-#include "text/sampling.h"
+#include "text/text.h"
 
 #include <math.h>
 #include <stdlib.h>
