@@ -4,7 +4,6 @@
 #include "format/format.h"
 #include "model/model.h"
 #include "text/text.h"
-#include "text/text.h"
 
 #include <errno.h>
 #include <math.h>

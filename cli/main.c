@@ -40,11 +40,15 @@ static const char usage[] =
     "  tokenize TOKENIZER --jsonl IN.jsonl       {\"text\": ...} lines in, {\"ids\": [...]} lines out\n"
     "  bench io PATH [--mode seq|rand|chunks] [--bs SIZE] [--qd N[,N..]] ...\n"
     "                                            io_uring read throughput, fio-style summary\n"
+    "  convert SRC OUT.sluice [--quant fp8|q8|q4|bf16] [--expert-quant FMT] [--zstd LEVEL|--no-zstd]\n"
+    "                                            Hugging Face checkpoint -> .sluice (streams, all cores)\n"
+    "  inspect FILE.sluice [--verify]            config, formats, sizes, compression; check checksums\n"
     "  synth [--preset deepseek-v3|tiny] [--layers N] [--quant FMT] OUT.sluice\n"
     "                                            random-weight model with the real shapes\n"
     "  version                                   build and available backends\n"
     "\n"
-    "MODEL is a Hugging Face DeepSeek-V3 directory (config.json + safetensors, bf16 or fp8).\n"
+    "MODEL is a .sluice file (streamed: experts load on demand within --vram/--ram) or a Hugging\n"
+    "Face DeepSeek-V3 directory (config.json + safetensors, bf16 or fp8; loaded whole).\n"
     "Run `sluice COMMAND --help` for a command's options.\n";
 
 int main(int argc, char **argv)
@@ -60,6 +64,10 @@ int main(int argc, char **argv)
         return sl_cmd_logits(argc - 1, argv + 1);
     if (!strcmp(cmd, "generate"))
         return sl_cmd_generate(argc - 1, argv + 1);
+    if (!strcmp(cmd, "convert"))
+        return sl_cmd_convert(argc - 1, argv + 1);
+    if (!strcmp(cmd, "inspect"))
+        return sl_cmd_inspect(argc - 1, argv + 1);
     if (!strcmp(cmd, "synth"))
         return sl_cmd_synth(argc - 1, argv + 1);
     if (!strcmp(cmd, "run"))

@@ -1,13 +1,33 @@
-/* cuda/: the GPU backend. Built only when nvcc is present (SL_HAVE_CUDA). Today it answers what
- * devices exist; the kernels and the sl_backend ops table arrive with the GPU-backend issue. */
+/* cuda/: the GPU backend. Built only when nvcc is present (SL_HAVE_CUDA).
+ *
+ * Device discovery, and an sl_backend (model/model.h's ops table) on one CUDA device:
+ *   - memory: one cudaMalloc of the VRAM budget at create; alloc/free are a first-fit arena
+ *     inside it (256-byte aligned), so nothing is allocated from the driver on a per-token path;
+ *   - order: every op runs on the backend's compute stream; upload/download synchronise, so host
+ *     buffers may be reused when they return. A second (copy) stream and events let stream/
+ *     overlap uploads with compute (the functions at the end of this header);
+ *   - errors: ops return void, so the first CUDA error (or bad argument) an op meets is kept in
+ *     the backend ("sticky"), with the call, file:line, error name and text. Every later op is
+ *     skipped, and download (and upload) return SL_E_DEVICE until the backend is destroyed; the
+ *     message is sl_cuda_backend_error(). Kernel faults surface at the next synchronising call;
+ *     set SL_CUDA_SYNC=1 in the environment to synchronise after every launch and name the op.
+ *   - numerics: activations and accumulation are fp32 (a bf16-activation mode is a later step:
+ *     see cuda/internal.cuh, SL_CUDA_ACT_T); weights are decoded inside the matrix products.
+ *
+ * This header is C and C++: model.h is a C header, so it is included inside extern "C". */
 #ifndef SL_CUDA_H
 #define SL_CUDA_H
 
+#include <signal.h> /* the system headers model.h pulls in, first, outside extern "C" */
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+#include "model/model.h"
 
 /* Number of CUDA devices usable by this process; 0 when there is no driver or no GPU (never an
  * error: a CPU-only box is normal). */
@@ -16,6 +36,54 @@ int sl_cuda_device_count(void);
 /* One line describing device `dev` ("NVIDIA H100 80GB HBM3, sm_90, 79.1 GiB, 132 SMs") into buf.
  * Returns 0, or a negative SL_E_DEVICE when the runtime refuses. */
 int sl_cuda_describe(int dev, char *buf, size_t n);
+
+/* ---- the backend --------------------------------------------------------------------------- */
+
+/* Create a backend on CUDA device `device` owning `vram_budget` bytes of device memory, taken
+ * with one cudaMalloc now (0: all free memory but 1 GiB, kept for the CUDA context and
+ * libraries). Of it, a fixed workspace (split-K partial sums, min(64 MiB, budget/8)) is kept
+ * internally; the rest serves ops->alloc. Destroy with b->ops->destroy(b).
+ * Errors: SL_E_ARG (no such device), SL_E_DEVICE (runtime error, text in e), SL_E_NOMEM (the
+ * budget cannot be allocated, or host memory). Cost: one device allocation, two streams. */
+int sl_cuda_backend_create(int device, size_t vram_budget, sl_backend **out, sl_error *e);
+
+/* The sticky error message ("" while none). Valid until the backend is destroyed. */
+const char *sl_cuda_backend_error(sl_backend *b);
+
+/* Wait for both streams; returns 0 or SL_E_DEVICE (the sticky error, or the one found now, in e). */
+int sl_cuda_sync(sl_backend *b, sl_error *e);
+
+/* Arena figures in bytes: capacity (for ops->alloc), in use now, largest use so far. */
+void sl_cuda_arena_stats(sl_backend *b, size_t *capacity, size_t *used, size_t *peak);
+
+/* The compute stream as a cudaStream_t (void * keeps this header free of cuda_runtime.h), for
+ * timing with events in benchmarks. */
+void *sl_cuda_compute_stream(sl_backend *b);
+
+/* ---- overlap of uploads with compute (for stream/) -------------------------------------------
+ * The pattern, per VRAM slot: copy stream waits on the slot's "free" event, copies into it and
+ * records its "ready" event; the compute stream waits on "ready", runs the ops that read the slot,
+ * then records "free". All calls return at once; 0 or SL_E_DEVICE (text in e). */
+typedef struct sl_cuda_event sl_cuda_event;
+
+int sl_cuda_event_create(sl_backend *b, sl_cuda_event **out, sl_error *e);
+void sl_cuda_event_destroy(sl_cuda_event *ev); /* NULL is fine */
+
+/* Queue a host -> device copy of `bytes` on the copy stream, then record `ready` (may be NULL)
+ * after it. src must stay untouched until `ready` completes; for the copy to overlap compute it
+ * must be pinned (cudaHostRegister / sl_upload). dst is backend memory. */
+int sl_cuda_upload_async(sl_backend *b, void *dst, const void *src, size_t bytes,
+                         sl_cuda_event *ready, sl_error *e);
+/* Make the compute stream (every later op) wait for `ev`, e.g. an upload's "ready" event. */
+int sl_cuda_compute_wait(sl_backend *b, sl_cuda_event *ev, sl_error *e);
+/* Record `ev` on the compute stream after the ops queued so far, e.g. a slot's "free" event. */
+int sl_cuda_compute_record(sl_backend *b, sl_cuda_event *ev, sl_error *e);
+/* Make the copy stream (every later upload) wait for `ev`, e.g. a slot's "free" event. */
+int sl_cuda_copy_wait(sl_backend *b, sl_cuda_event *ev, sl_error *e);
+/* Host side: 1 when `ev` has completed (or was never recorded), 0 when pending, or SL_E_DEVICE. */
+int sl_cuda_event_query(sl_cuda_event *ev, sl_error *e);
+/* Host side: block until `ev` has completed. */
+int sl_cuda_event_wait(sl_cuda_event *ev, sl_error *e);
 
 #ifdef __cplusplus
 }

@@ -170,6 +170,8 @@ typedef struct sl_sluice_chunk {
     uint64_t stored_size;    /* bytes as stored, unpadded (the file holds it padded to 4096) */
     uint64_t decoded_size;   /* bytes after decoding: the tensors at their offsets */
     uint64_t checksum;       /* XXH3-64 of the decoded bytes */
+    uint64_t stored_checksum; /* XXH3-64 of the stored bytes (= checksum for raw): catches flips a
+                                 zstd decoder would not notice (e.g. in its window descriptor) */
 } sl_sluice_chunk;
 
 /* One tensor directory entry. */
@@ -225,6 +227,12 @@ uint64_t sl_sluice_padded(uint64_t stored_size);
  * padded chunk, a zstd decode if compressed, one XXH3 pass. */
 int sl_sluice_read_chunk(const sl_sluice *f, size_t i, void *stage, void *dst, sl_error *e);
 
+/* The second half of read_chunk, for callers that read the stored bytes themselves (io_uring):
+ * check stored (stored_size bytes) against stored_checksum, decode into dst (decoded_size bytes)
+ * and check the decoded checksum. Errors name the chunk and say "checksum" (SL_E_CHECKSUM) or
+ * what is wrong with the zstd frame (SL_E_FORMAT). Thread-safe. */
+int sl_sluice_decode_chunk(const sl_sluice *f, size_t i, const void *stored, void *dst, sl_error *e);
+
 /* Read and verify every chunk on `threads` threads (0: one per online core), holding at most
  * about `mem_budget` bytes of buffers (0: 2 GiB; a chunk bigger than that is read alone).
  * progress (may be NULL) is called from the calling thread with bytes of chunks verified so far
@@ -253,11 +261,12 @@ int sl_sluice_writer_create(const char *path, const char *meta, size_t meta_len,
                             size_t tok_len, uint32_t n_chunks, uint32_t n_tensors,
                             size_t names_bytes, sl_sluice_writer **out, sl_error *e);
 /* Append the next chunk in file order. c gives kind, layer, expert, codec, stored_size,
- * decoded_size, checksum (offset, first_tensor, n_tensors are filled in); t[0..n_t) its tensors
+ * decoded_size, checksum (offset, first_tensor, n_tensors, stored_checksum are filled in); t[0..n_t) its tensors
  * (name, format, rows, cols, offset, nbytes; chunk is filled in); data its stored bytes. The
  * layout rules are enforced: a chunk out of order, a misaligned or overlapping tensor, or more
- * chunks/tensors/name bytes than reserved is SL_E_ARG naming the chunk. SL_E_IO on write
- * failure. Cost: one pwrite of the padded chunk. */
+ * chunks/tensors/name bytes than reserved, or a raw chunk whose bytes do not match checksum, is
+ * SL_E_ARG naming the chunk. SL_E_IO on write failure. Cost: one XXH3 pass and one pwrite of the
+ * padded chunk. */
 int sl_sluice_writer_add(sl_sluice_writer *w, const sl_sluice_chunk *c, const sl_sluice_tensor *t,
                          uint32_t n_t, const void *data, sl_error *e);
 /* Bytes written so far (padded chunks, the header region included). */

@@ -76,6 +76,11 @@ typedef struct sl_io_opts {
                           * of 4096, at least 4096, at most 256 MiB */
     int mode;            /* SL_IO_AUTO / SL_IO_DIRECT / SL_IO_BUFFERED */
     unsigned max_files;  /* file table size; 0 means 16 */
+    /* Fault injection (tests): sees each completion's result (bytes or -errno) for a read of `len`
+     * bytes at `offset` of file `file` and returns the result to act on. It may shorten a count or
+     * turn it into an error; a longer count than the kernel gave is ignored. NULL normally. */
+    int (*fault)(void *ctx, int file, uint64_t offset, unsigned len, int res);
+    void *fault_ctx;
 } sl_io_opts;
 
 typedef struct sl_io sl_io;

@@ -1,0 +1,324 @@
+// bench/kernels: the CUDA backend's matrix and attention kernels against the machine's own limits,
+// measured in the same run (DESIGN.md, "Performance method"):
+//   - GEMV (1 and 8 tokens) per weight format at 7168x2048 and 2048x7168, rotating over 64
+//     distinct expert copies so L2 (50 MB on an H100) cannot hold them: achieved GB/s of weight
+//     bytes, over the device-to-device copy bandwidth (bytes read + written) of a 1 GiB copy;
+//   - expert GEMM at 16, 128 and 1024 tokens: TFLOP/s over cuBLAS bf16 (bf16 x bf16 -> fp32,
+//     tensor cores) and over cuBLAS fp32 SGEMM (the like-for-like figure for an fp32 kernel) on
+//     the same shape, each checked against the SGEMM result (rel L2);
+//   - MLA decode (absorbed form, 1 token, 128 heads, kv_lora 512, rope 64) at 4K and 32K context,
+//     rotating over 8 layers' caches: GB/s of latent + rope-key bytes read.
+// Prints a table and writes CSV (first lines: device, runtime, date as comments).
+//
+// Build (after `make build/libsluice.a`):
+//   mkdir -p build/bench && /usr/local/cuda/bin/nvcc -O2 -std=c++17 -I. \
+//     -gencode arch=compute_89,code=sm_89 -gencode arch=compute_90,code=sm_90 \
+//     bench/kernels.cu build/libsluice.a -o build/bench/kernels -lcublas -lm -lpthread
+// Run: build/bench/kernels [out.csv]        (default build/bench/kernels.csv)
+#include "cuda/cuda.h"
+
+extern "C" {
+#include "quant/quant.h"
+}
+
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <vector>
+
+#define CK(call)                                                                                   \
+    do {                                                                                           \
+        cudaError_t e_ = (call);                                                                   \
+        if (e_ != cudaSuccess) {                                                                   \
+            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_)); \
+            exit(1);                                                                               \
+        }                                                                                          \
+    } while (0)
+#define CB(call)                                                                                   \
+    do {                                                                                           \
+        cublasStatus_t s_ = (call);                                                                \
+        if (s_ != CUBLAS_STATUS_SUCCESS) {                                                         \
+            fprintf(stderr, "%s:%d: %s: cublas status %d\n", __FILE__, __LINE__, #call, (int)s_);  \
+            exit(1);                                                                               \
+        }                                                                                          \
+    } while (0)
+
+static sl_backend *B;
+static cudaStream_t S;
+static FILE *CSV;
+
+static void check_backend(const char *what)
+{
+    sl_error e = {0};
+    if (sl_cuda_sync(B, &e)) {
+        fprintf(stderr, "%s: %s\n", what, e.msg);
+        exit(1);
+    }
+}
+
+static void *dalloc(size_t bytes)
+{
+    void *p;
+    if (B->ops->alloc(B, bytes, &p)) {
+        fprintf(stderr, "out of backend memory for %zu bytes\n", bytes);
+        exit(1);
+    }
+    return p;
+}
+
+static void *dput(const void *h, size_t bytes)
+{
+    void *p = dalloc(bytes);
+    if (B->ops->upload(B, p, h, bytes)) {
+        fprintf(stderr, "upload: %s\n", sl_cuda_backend_error(B));
+        exit(1);
+    }
+    return p;
+}
+
+static float randn(void)
+{
+    double u = (rand() + 1.0) / (RAND_MAX + 2.0), v = (rand() + 1.0) / (RAND_MAX + 2.0);
+    return (float)(sqrt(-2 * log(u)) * cos(2 * M_PI * v));
+}
+
+static std::vector<float> randv(size_t n, float scale)
+{
+    std::vector<float> v(n);
+    for (auto &x : v)
+        x = scale * randn();
+    return v;
+}
+
+// Milliseconds of `fn` repeated `reps` times on the compute stream (after one warm-up call).
+template <class F> static double time_ms(int reps, F fn)
+{
+    cudaEvent_t a, b;
+    CK(cudaEventCreate(&a));
+    CK(cudaEventCreate(&b));
+    fn(0);
+    CK(cudaEventRecord(a, S));
+    for (int i = 0; i < reps; i++)
+        fn(i);
+    CK(cudaEventRecord(b, S));
+    CK(cudaEventSynchronize(b));
+    float ms;
+    CK(cudaEventElapsedTime(&ms, a, b));
+    CK(cudaEventDestroy(a));
+    CK(cudaEventDestroy(b));
+    check_backend("timed op");
+    return ms;
+}
+
+static void row(const char *kind, const char *fmt, int rows, int cols, int tokens, int ctx,
+                double us, double gbps, double tflops, const char *ref, double ratio, double check)
+{
+    printf("%-10s %-5s %5d x %-5d %5d tok %6d ctx %10.2f us %8.1f GB/s %7.2f TFLOP/s  %-12s %6.3f  %s",
+           kind, fmt, rows, cols, tokens, ctx, us, gbps, tflops, ref, ratio, check >= 0 ? "" : "\n");
+    if (check >= 0)
+        printf("check %.1e\n", check);
+    fprintf(CSV, "%s,%s,%d,%d,%d,%d,%.3f,%.2f,%.4f,%s,%.4f,%.3g\n", kind, fmt, rows, cols, tokens,
+            ctx, us, gbps, tflops, ref, ratio, check);
+}
+
+static double rel_l2_dev(const float *got_d, const float *want_d, size_t n)
+{
+    std::vector<float> g(n), w(n);
+    CK(cudaMemcpy(g.data(), got_d, n * 4, cudaMemcpyDeviceToHost));
+    CK(cudaMemcpy(w.data(), want_d, n * 4, cudaMemcpyDeviceToHost));
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = (double)g[i] - w[i];
+        num += d * d;
+        den += (double)w[i] * w[i];
+    }
+    return sqrt(num / den);
+}
+
+__global__ void f32_to_bf16(const float *in, __nv_bfloat16 *out, size_t n)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        out[i] = __float2bfloat16(in[i]);
+}
+
+int main(int argc, char **argv)
+{
+    const char *csv_path = argc > 1 ? argv[1] : "build/bench/kernels.csv";
+    if (sl_cuda_device_count() == 0) {
+        fprintf(stderr, "bench/kernels: no CUDA device\n");
+        return 2;
+    }
+    sl_error e = {0};
+    if (sl_cuda_backend_create(0, 0, &B, &e)) {
+        fprintf(stderr, "%s\n", e.msg);
+        return 1;
+    }
+    S = (cudaStream_t)sl_cuda_compute_stream(B);
+    cublasHandle_t cb;
+    CB(cublasCreate(&cb));
+    CB(cublasSetStream(cb, S));
+    CSV = fopen(csv_path, "w");
+    if (!CSV) {
+        perror(csv_path);
+        return 1;
+    }
+    char dev[256];
+    sl_cuda_describe(0, dev, sizeof dev);
+    int rt = 0;
+    cudaRuntimeGetVersion(&rt);
+    time_t now = time(NULL);
+    char date[64];
+    strftime(date, sizeof date, "%Y-%m-%d %H:%M:%S", gmtime(&now));
+    printf("device: %s\ncuda runtime %d.%d, nvcc %d.%d, %s UTC\n", dev, rt / 1000, rt % 1000 / 10,
+           __CUDACC_VER_MAJOR__, __CUDACC_VER_MINOR__, date);
+    fprintf(CSV, "# device: %s\n# cuda runtime %d.%d, nvcc %d.%d, %s UTC\n", dev, rt / 1000,
+            rt % 1000 / 10, __CUDACC_VER_MAJOR__, __CUDACC_VER_MINOR__, date);
+    fprintf(CSV, "kind,format,rows,cols,tokens,context,time_us,gbps,tflops,reference,ratio,check\n");
+    srand(1234);
+
+    // ---- the copy bandwidth the GEMV is measured against ------------------------------------
+    size_t cbytes = (size_t)1 << 30;
+    void *c0 = dalloc(cbytes), *c1 = dalloc(cbytes);
+    double ms = time_ms(10, [&](int) { CK(cudaMemcpyAsync(c1, c0, cbytes, cudaMemcpyDeviceToDevice, S)); });
+    double copy_gbps = 2.0 * cbytes * 10 / (ms * 1e-3) / 1e9;
+    row("d2d-copy", "-", 0, 0, 0, 0, ms * 1e3 / 10, copy_gbps, 0, "-", 1.0, -1);
+    B->ops->free(B, c0);
+    B->ops->free(B, c1);
+
+    // ---- GEMV and expert GEMM per format ---------------------------------------------------------
+    const int shapes[2][2] = {{2048, 7168}, {7168, 2048}}; // gate/up, down
+    enum { E_GEMV = 64, E_GEMM = 16 };
+    for (int s = 0; s < 2; s++) {
+        int rows = shapes[s][0], cols = shapes[s][1];
+        std::vector<float> wf = randv((size_t)rows * cols, 1.0f / sqrtf((float)cols));
+        std::vector<float> x = randv((size_t)1024 * cols, 1.0f);
+        float *dx = (float *)dput(x.data(), x.size() * 4);
+        float *dout = (float *)dalloc((size_t)1024 * rows * 4), *dref = (float *)dalloc((size_t)1024 * rows * 4);
+        // cuBLAS references over E_GEMM copies: fp32 and bf16 of the same (f32) weight
+        std::vector<float *> wref(E_GEMM);
+        std::vector<__nv_bfloat16 *> wbf(E_GEMM);
+        for (int k = 0; k < E_GEMM; k++) {
+            wref[k] = (float *)dput(wf.data(), wf.size() * 4);
+            wbf[k] = (__nv_bfloat16 *)dalloc(wf.size() * 2);
+            f32_to_bf16<<<1024, 256, 0, S>>>(wref[k], wbf[k], wf.size());
+        }
+        __nv_bfloat16 *xbf = (__nv_bfloat16 *)dalloc(x.size() * 2);
+        f32_to_bf16<<<1024, 256, 0, S>>>(dx, xbf, x.size());
+        CK(cudaGetLastError());
+        const float one = 1.0f, zero = 0.0f;
+        // out (n, rows) row-major = (rows, n) column-major = W (cols x rows col-major)^T . x
+        auto sgemm = [&](int n, const float *w, float *out) {
+            CB(cublasSgemm(cb, CUBLAS_OP_T, CUBLAS_OP_N, rows, n, cols, &one, w, cols, dx, cols,
+                           &zero, out, rows));
+        };
+        auto bgemm = [&](int n, const __nv_bfloat16 *w, float *out) {
+            CB(cublasGemmEx(cb, CUBLAS_OP_T, CUBLAS_OP_N, rows, n, cols, &one, w, CUDA_R_16BF, cols,
+                            xbf, CUDA_R_16BF, cols, &zero, out, CUDA_R_32F, rows, CUBLAS_COMPUTE_32F,
+                            CUBLAS_GEMM_DEFAULT));
+        };
+        double cub32[3], cub16[3];
+        const int gemm_n[3] = {16, 128, 1024};
+        for (int i = 0; i < 3; i++) {
+            int n = gemm_n[i];
+            double flops = 2.0 * n * rows * cols;
+            int reps = n >= 1024 ? 32 : 128;
+            double m32 = time_ms(reps, [&](int r) { sgemm(n, wref[r % E_GEMM], dref); });
+            double m16 = time_ms(reps, [&](int r) { bgemm(n, wbf[r % E_GEMM], dref); });
+            cub32[i] = flops * reps / (m32 * 1e-3) / 1e12;
+            cub16[i] = flops * reps / (m16 * 1e-3) / 1e12;
+            row("cublas", "f32", rows, cols, n, 0, m32 * 1e3 / reps, 0, cub32[i], "-", 1, -1);
+            row("cublas", "bf16", rows, cols, n, 0, m16 * 1e3 / reps, 0, cub16[i], "-", 1, -1);
+        }
+        for (int fmt = 0; fmt < SL_WF_COUNT; fmt++) {
+            const char *fname = sl_wformat_get(fmt)->name;
+            size_t nb = sl_wformat_bytes((sl_wformat)fmt, rows, cols);
+            std::vector<unsigned char> enc(nb);
+            sl_quantize((sl_wformat)fmt, wf.data(), rows, cols, enc.data());
+            std::vector<float> deq((size_t)rows * cols);
+            sl_dequantize_rows((sl_wformat)fmt, enc.data(), rows, cols, 0, rows, deq.data());
+            float *dq = (float *)dput(deq.data(), deq.size() * 4); // what our kernels compute with
+            std::vector<sl_weight> w(E_GEMV);
+            for (int k = 0; k < E_GEMV; k++)
+                w[k] = sl_weight{rows, cols, fmt, dput(enc.data(), nb)};
+            for (int n : {1, 8}) {
+                int reps = 4 * E_GEMV;
+                double m = time_ms(reps, [&](int r) { B->ops->matmul(B, dout, dx, &w[r % E_GEMV], n); });
+                sgemm(n, dq, dref);
+                double chk = rel_l2_dev(dout, dref, (size_t)n * rows);
+                double gbps = (double)nb * reps / (m * 1e-3) / 1e9;
+                row("gemv", fname, rows, cols, n, 0, m * 1e3 / reps, gbps, 2.0 * n * rows * cols * reps / (m * 1e-3) / 1e12,
+                    "d2d-copy", gbps / copy_gbps, chk);
+            }
+            for (int i = 0; i < 3; i++) {
+                int n = gemm_n[i];
+                int reps = n >= 1024 ? 32 : 128;
+                double m = time_ms(reps, [&](int r) { B->ops->matmul(B, dout, dx, &w[r % E_GEMM], n); });
+                sgemm(n, dq, dref);
+                double chk = rel_l2_dev(dout, dref, (size_t)n * rows);
+                double tf = 2.0 * n * rows * cols * reps / (m * 1e-3) / 1e12;
+                row("gemm", fname, rows, cols, n, 0, m * 1e3 / reps, (double)nb * reps / (m * 1e-3) / 1e9,
+                    tf, "cublas-bf16", tf / cub16[i], chk);
+                row("gemm", fname, rows, cols, n, 0, m * 1e3 / reps, (double)nb * reps / (m * 1e-3) / 1e9,
+                    tf, "cublas-f32", tf / cub32[i], -1);
+            }
+            for (auto &k : w)
+                B->ops->free(B, k.data);
+            B->ops->free(B, dq);
+        }
+        for (int k = 0; k < E_GEMM; k++) {
+            B->ops->free(B, wref[k]);
+            B->ops->free(B, wbf[k]);
+        }
+        B->ops->free(B, xbf);
+        B->ops->free(B, dx);
+        B->ops->free(B, dout);
+        B->ops->free(B, dref);
+    }
+
+    // ---- MLA decode (absorbed) ------------------------------------------------------------------
+    sl_mla_dims d = {128, 128, 64, 128, 512, 0.135f};
+    int qk = d.nope + d.rope, L = d.kv_lora;
+    std::vector<float> kvb = randv((size_t)d.n_heads * (d.nope + d.v) * L, 1.0f / sqrtf((float)L));
+    sl_weight kv_b = {d.n_heads * (d.nope + d.v), L, SL_WF_F32, dput(kvb.data(), kvb.size() * 4)};
+    std::vector<float> q = randv((size_t)d.n_heads * qk, 1.0f);
+    float *dq = (float *)dput(q.data(), q.size() * 4);
+    float *dout = (float *)dalloc((size_t)d.n_heads * d.v * 4);
+    for (int T : {4096, 32768}) {
+        enum { LAYERS = 8 };
+        std::vector<float> lat = randv((size_t)T * L, 1.0f), kr = randv((size_t)T * d.rope, 1.0f);
+        float *dl[LAYERS], *dk[LAYERS];
+        for (int k = 0; k < LAYERS; k++) {
+            dl[k] = (float *)dput(lat.data(), lat.size() * 4);
+            dk[k] = (float *)dput(kr.data(), kr.size() * 4);
+        }
+        float *scratch = (float *)dalloc(B->ops->mla_scratch_floats(&d, 1, T, true) * 4);
+        int reps = 4 * LAYERS;
+        double m = time_ms(reps, [&](int r) {
+            B->ops->mla_attention(B, dout, dq, dl[r % LAYERS], dk[r % LAYERS], &kv_b, 1, T - 1, &d,
+                                  true, scratch);
+        });
+        double bytes = (double)T * (L + d.rope) * 4;
+        double flops = 4.0 * d.n_heads * T * (L + d.rope / 2.0);
+        row("mla-abs", "f32", d.n_heads, L, 1, T, m * 1e3 / reps, bytes * reps / (m * 1e-3) / 1e9,
+            flops * reps / (m * 1e-3) / 1e12, "d2d-copy", bytes * reps / (m * 1e-3) / 1e9 / copy_gbps, -1);
+        for (int k = 0; k < LAYERS; k++) {
+            B->ops->free(B, dl[k]);
+            B->ops->free(B, dk[k]);
+        }
+        B->ops->free(B, scratch);
+    }
+    check_backend("end");
+    size_t cap, used, peak;
+    sl_cuda_arena_stats(B, &cap, &used, &peak);
+    printf("arena: %.2f GiB, peak use %.2f GiB\ncsv: %s\n", cap / 1073741824.0, peak / 1073741824.0,
+           csv_path);
+    fclose(CSV);
+    cublasDestroy(cb);
+    B->ops->destroy(B);
+    return 0;
+}

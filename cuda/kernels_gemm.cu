@@ -1,0 +1,328 @@
+// Tiled fp32 GEMM for many tokens, C(b, i, j) = sum_k A(b, i, k) B(b, j, k), with the operands
+// decoded into shared memory tile by tile:
+//   - matmul (n > 8 tokens): A = the token rows x, B = the weight in any format (decoded 8
+//     columns per load where cols % 8 == 0, else one element at a time);
+//   - MLA attention: A and B strided fp32 views of q, the latent cache, scores, kv_b (see
+//     sl_gemm_operand), batched over heads.
+// A block computes a BM x BN tile of C with (BM/TM) x (BN/TN) threads, TM x TN outputs each,
+// stepping k by BK: bytes moved per step are (BM + BN) * BK operands into shared memory for
+// BM * BN * BK FMAs, so with BM = BN = 128 it is bound by fp32 FMA throughput, not memory.
+// Few tiles (small M or N, long K) are split along k into `splits` blocks whose partial sums go to
+// the backend's workspace and are added in split order by a second kernel: results do not depend
+// on timing (no atomics).
+#include "cuda/internal.cuh"
+
+template <int BM_, int BN_, int BK_, int TM_, int TN_> struct gemm_cfg {
+    static constexpr int BM = BM_, BN = BN_, BK = BK_, TM = TM_, TN = TN_;
+    static constexpr int NTY = BM / TM, NTX = BN / TN, THREADS = NTX * NTY;
+    static_assert(TM % 4 == 0 && TN % 4 == 0, "float4 fragments");
+};
+typedef gemm_cfg<16, 128, 32, 4, 4> cfg_small;   // M <= 16: 128 threads
+typedef gemm_cfg<64, 128, 32, 8, 8> cfg_medium;  // M <= 64: 128 threads
+typedef gemm_cfg<128, 128, 16, 8, 8> cfg_large;  // 256 threads
+
+// ---- tile loaders: fill sm[k][r] (k < BK, r < TILE) with operand rows r0.., columns k0.., zero
+// outside [rows) x [kend) --------------------------------------------------------------------
+
+// Strided fp32 (sl_gemm_operand). Threads walk the operand's unit-stride direction so global
+// reads coalesce: along r when rfast, else along k.
+struct ld_strided {
+    sl_gemm_operand o;
+    int K;
+    bool rfast;
+
+    __device__ __forceinline__ float get(int b, int r, int k, int kend) const
+    {
+        if (r >= o.rows || k >= kend)
+            return 0.0f;
+        if (k < o.K1)
+            return o.p1[b * o.sb1 + r * o.sr1 + k * o.sk1];
+        return o.p2[b * o.sb2 + r * o.sr2 + (k - o.K1) * o.sk2];
+    }
+
+    template <int TILE, int BK, int NT>
+    __device__ __forceinline__ void load(float (*sm)[TILE + 4], int b, int r0, int k0, int kend) const
+    {
+        if (rfast) {
+            for (int e = threadIdx.x; e < TILE * BK; e += NT) {
+                int r = e % TILE, k = e / TILE;
+                sm[k][r] = get(b, r0 + r, k0 + k, kend);
+            }
+        } else {
+            for (int e = threadIdx.x; e < TILE * BK; e += NT) {
+                int k = e % BK, r = e / BK;
+                sm[k][r] = get(b, r0 + r, k0 + k, kend);
+            }
+        }
+    }
+};
+
+// A weight, one element at a time (any shape). Threads walk k (the weight's unit stride).
+template <int FMT> struct ld_welem {
+    sl_wdev w;
+
+    template <int TILE, int BK, int NT>
+    __device__ __forceinline__ void load(float (*sm)[TILE + 4], int, int r0, int k0, int kend) const
+    {
+        for (int e = threadIdx.x; e < TILE * BK; e += NT) {
+            int k = e % BK, r = e / BK;
+            long long gr = (long long)r0 + r;
+            int gk = k0 + k;
+            sm[k][r] = gr < w.rows && gk < kend ? sl_wval<FMT>(w, gr, gk) : 0.0f;
+        }
+    }
+};
+
+// A weight with cols % 8 == 0 and a 16-byte aligned value plane: 8 consecutive columns of a row
+// per load (32 bytes f32, 16 bf16, 8 fp8/q8, 4 q4) with one scale. Threads walk rows so the 8
+// shared-memory stores of a warp hit 32 different banks.
+template <int FMT> struct ld_wvec8 {
+    sl_wdev w;
+
+    __device__ __forceinline__ void decode8(long long r, int k, float v[8]) const
+    {
+        if (FMT == SL_WF_F32) {
+            const float4 *p = (const float4 *)(w.data + (r * w.cols + k) * 4);
+            float4 a = __ldg(p), b = __ldg(p + 1);
+            v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w;
+            v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
+        } else if (FMT == SL_WF_BF16) {
+            uint4 a = __ldg((const uint4 *)(w.data + (r * w.cols + k) * 2));
+            uint32_t u[4] = {a.x, a.y, a.z, a.w};
+#pragma unroll
+            for (int q = 0; q < 4; q++) {
+                v[2 * q] = __uint_as_float(u[q] << 16);
+                v[2 * q + 1] = __uint_as_float(u[q] & 0xffff0000u);
+            }
+        } else if (FMT == SL_WF_FP8 || FMT == SL_WF_Q8) {
+            uint2 a = __ldg((const uint2 *)(w.data + r * w.cols + k));
+            float s = FMT == SL_WF_FP8
+                          ? __ldg((const float *)w.scales + (r / 128) * w.ncb + k / 128)
+                          : sl_f16f(__ldg((const unsigned short *)w.scales + r * w.ng + k / 32));
+#pragma unroll
+            for (int q = 0; q < 8; q++) {
+                uint32_t byte = ((q < 4 ? a.x : a.y) >> (8 * (q & 3))) & 0xffu;
+                v[q] = (FMT == SL_WF_FP8 ? sl_fp8f(byte) : (float)(int8_t)byte) * s;
+            }
+        } else { // Q4
+            uint32_t a = __ldg((const unsigned int *)(w.data + r * w.rb + k / 2));
+            float s = sl_f16f(__ldg((const unsigned short *)w.scales + r * w.ng + k / 32));
+#pragma unroll
+            for (int q = 0; q < 8; q++)
+                v[q] = (float)((int)((a >> (4 * q)) & 15u) - 8) * s;
+        }
+    }
+
+    template <int TILE, int BK, int NT>
+    __device__ __forceinline__ void load(float (*sm)[TILE + 4], int, int r0, int k0, int kend) const
+    {
+        for (int e = threadIdx.x; e < TILE * (BK / 8); e += NT) {
+            int r = e % TILE, kc = e / TILE;
+            long long gr = (long long)r0 + r;
+            int gk = k0 + kc * 8;
+            float v[8];
+            if (gr < w.rows && gk < kend) { // kend is a multiple of 8 here
+                decode8(gr, gk, v);
+            } else {
+#pragma unroll
+                for (int q = 0; q < 8; q++)
+                    v[q] = 0.0f;
+            }
+#pragma unroll
+            for (int q = 0; q < 8; q++)
+                sm[kc * 8 + q][r] = v[q];
+        }
+    }
+};
+
+// ---- the kernel ------------------------------------------------------------------------------
+
+struct gemm_out {
+    float *c;          // final C (splits == 1)
+    long long cb, ci, cj;
+    float *work;       // partial sums [split][batch][M][N] (splits > 1)
+};
+
+template <class CFG, class LA, class LB>
+__global__ void __launch_bounds__(CFG::THREADS)
+    gemm_kernel(LA la, LB lb, gemm_out o, int M, int N, int K, int batch, int splits, int kchunk)
+{
+    constexpr int BM = CFG::BM, BN = CFG::BN, BK = CFG::BK, TM = CFG::TM, TN = CFG::TN;
+    constexpr int NTX = CFG::NTX, NTY = CFG::NTY, NT = CFG::THREADS;
+    __shared__ __align__(16) float As[BK][BM + 4];
+    __shared__ __align__(16) float Bs[BK][BN + 4];
+
+    const int j0 = blockIdx.x * BN, i0 = blockIdx.y * BM;
+    const int b = blockIdx.z / splits, split = blockIdx.z % splits;
+    const int kbeg = split * kchunk, kend = min(K, kbeg + kchunk);
+    const int tx = threadIdx.x % NTX, ty = threadIdx.x / NTX;
+
+    float acc[TM][TN];
+#pragma unroll
+    for (int m = 0; m < TM; m++)
+#pragma unroll
+        for (int n = 0; n < TN; n++)
+            acc[m][n] = 0.0f;
+
+    for (int k0 = kbeg; k0 < kend; k0 += BK) {
+        la.template load<BM, BK, NT>(As, b, i0, k0, kend);
+        lb.template load<BN, BK, NT>(Bs, b, j0, k0, kend);
+        __syncthreads();
+#pragma unroll
+        for (int k = 0; k < BK; k++) {
+            float a[TM], bv[TN];
+#pragma unroll
+            for (int p = 0; p < TM / 4; p++) {
+                float4 v = *(const float4 *)&As[k][p * NTY * 4 + ty * 4];
+                a[4 * p] = v.x, a[4 * p + 1] = v.y, a[4 * p + 2] = v.z, a[4 * p + 3] = v.w;
+            }
+#pragma unroll
+            for (int q = 0; q < TN / 4; q++) {
+                float4 v = *(const float4 *)&Bs[k][q * NTX * 4 + tx * 4];
+                bv[4 * q] = v.x, bv[4 * q + 1] = v.y, bv[4 * q + 2] = v.z, bv[4 * q + 3] = v.w;
+            }
+#pragma unroll
+            for (int m = 0; m < TM; m++)
+#pragma unroll
+                for (int n = 0; n < TN; n++)
+                    acc[m][n] = fmaf(a[m], bv[n], acc[m][n]);
+        }
+        __syncthreads();
+    }
+
+#pragma unroll
+    for (int m = 0; m < TM; m++) {
+        int i = i0 + (m / 4) * NTY * 4 + ty * 4 + (m % 4);
+        if (i >= M)
+            continue;
+#pragma unroll
+        for (int n = 0; n < TN; n++) {
+            int j = j0 + (n / 4) * NTX * 4 + tx * 4 + (n % 4);
+            if (j >= N)
+                continue;
+            if (splits == 1)
+                o.c[b * o.cb + i * o.ci + j * o.cj] = acc[m][n];
+            else
+                o.work[(((long long)split * batch + b) * M + i) * N + j] = acc[m][n];
+        }
+    }
+}
+
+__global__ void splitk_reduce_kernel(gemm_out o, int M, int N, int batch, int splits)
+{
+    long long total = (long long)batch * M * N;
+    for (long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x; e < total;
+         e += (long long)gridDim.x * blockDim.x) {
+        float s = 0.0f;
+        for (int sp = 0; sp < splits; sp++)
+            s += o.work[sp * total + e];
+        int j = (int)(e % N);
+        int i = (int)((e / N) % M);
+        int b = (int)(e / ((long long)N * M));
+        o.c[b * o.cb + i * o.ci + j * o.cj] = s;
+    }
+}
+
+// Pick the split along k so that about two blocks per SM run, within the workspace, each split
+// at least 4 k-steps long.
+template <class CFG, class LA, class LB>
+static void gemm_run(sl_cuda_ctx *c, const LA &la, const LB &lb, gemm_out o, int M, int N, int K,
+                     int batch, const char *what)
+{
+    long long tiles_n = (N + CFG::BN - 1) / CFG::BN, tiles_m = (M + CFG::BM - 1) / CFG::BM;
+    long long tiles = tiles_n * tiles_m * batch;
+    if (tiles_n > 0x7fffffffLL || tiles_m > 65535) {
+        SL_CUDA_BAD(c, "%s: a %d x %d product is too large for the GEMM grid", what, M, N);
+        return;
+    }
+    long long splits = 1, target = 2LL * c->sm_count;
+    if (tiles < target) {
+        splits = (target + tiles - 1) / tiles;
+        long long by_k = K / (4 * CFG::BK);
+        if (splits > by_k)
+            splits = by_k;
+        long long by_work = (long long)(c->work_floats / ((size_t)batch * M * N));
+        if (splits > by_work)
+            splits = by_work;
+        if (splits < 1)
+            splits = 1;
+    }
+    int kchunk = K;
+    if (splits > 1) {
+        long long per = (K + splits - 1) / splits;
+        kchunk = (int)((per + CFG::BK - 1) / CFG::BK * CFG::BK);
+        splits = (K + kchunk - 1) / kchunk;
+    }
+    if (batch * splits > 65535) {
+        SL_CUDA_BAD(c, "%s: batch %d x splits %lld exceeds the grid", what, batch, splits);
+        return;
+    }
+    if (splits > 1)
+        o.work = c->work;
+    dim3 grid((unsigned)tiles_n, (unsigned)tiles_m, (unsigned)(batch * splits));
+    gemm_kernel<CFG, LA, LB><<<grid, CFG::THREADS, 0, c->compute>>>(la, lb, o, M, N, K, batch,
+                                                                    (int)splits, kchunk);
+    CUDA_LAUNCHED(c, what);
+    if (splits > 1) {
+        long long total = (long long)batch * M * N;
+        unsigned blocks = sl_cuda_blocks((size_t)total, 256), cap = (unsigned)c->sm_count * 8;
+        splitk_reduce_kernel<<<blocks < cap ? blocks : cap, 256, 0, c->compute>>>(o, M, N, batch,
+                                                                                 (int)splits);
+        CUDA_LAUNCHED(c, what);
+    }
+}
+
+template <class LA, class LB>
+static void gemm_pick(sl_cuda_ctx *c, const LA &la, const LB &lb, gemm_out o, int M, int N, int K,
+                      int batch, const char *what)
+{
+    if (M <= 16)
+        gemm_run<cfg_small>(c, la, lb, o, M, N, K, batch, what);
+    else if (M <= 64)
+        gemm_run<cfg_medium>(c, la, lb, o, M, N, K, batch, what);
+    else
+        gemm_run<cfg_large>(c, la, lb, o, M, N, K, batch, what);
+}
+
+static ld_strided strided(const sl_gemm_operand &op, int K)
+{
+    ld_strided l;
+    l.o = op;
+    l.K = K;
+    l.rfast = op.sr1 == 1 && (op.K1 >= K || op.sr2 == 1);
+    return l;
+}
+
+void sl_cuda_gemm_f32(sl_cuda_ctx *c, const sl_gemm_f32 *g)
+{
+    if (g->M <= 0 || g->N <= 0 || g->batch <= 0)
+        return;
+    gemm_out o = {g->c, g->cb, g->ci, g->cj, NULL};
+    if (g->K <= 0) { // an empty sum: C = 0 (through the reduce kernel with no splits to add)
+        gemm_out z = o;
+        splitk_reduce_kernel<<<sl_cuda_blocks((size_t)g->batch * g->M * g->N, 256), 256, 0,
+                               c->compute>>>(z, g->M, g->N, g->batch, 0);
+        CUDA_LAUNCHED(c, "gemm (k = 0)");
+        return;
+    }
+    gemm_pick(c, strided(g->a, g->K), strided(g->b, g->K), o, g->M, g->N, g->K, g->batch,
+              "mla_attention (gemm)");
+}
+
+// out (n, rows) = x (n, cols) . W^T for n > 8 tokens.
+void sl_cuda_gemm_weight(sl_cuda_ctx *c, float *out, const float *x, const sl_weight *wt, int n)
+{
+    sl_wdev w = sl_cuda_wdev(wt);
+    sl_gemm_operand xa = {x, NULL, 0, w.cols, 1, 0, 0, 0, (int)w.cols, n};
+    ld_strided la = strided(xa, (int)w.cols);
+    gemm_out o = {out, 0, w.rows, 1, NULL};
+    bool vec8 = w.cols % 8 == 0 && ((uintptr_t)w.data & 15) == 0;
+    int M = n, N = (int)w.rows, K = (int)w.cols;
+    if (vec8) {
+        SL_CUDA_FMT_DISPATCH(wt->fmt, ld_wvec8<FMT> lb = {w};
+                             gemm_pick(c, la, lb, o, M, N, K, 1, "matmul (gemm)"));
+    } else {
+        SL_CUDA_FMT_DISPATCH(wt->fmt, ld_welem<FMT> lb = {w};
+                             gemm_run<cfg_medium>(c, la, lb, o, M, N, K, 1, "matmul (gemm)"));
+    }
+}

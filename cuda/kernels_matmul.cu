@@ -1,0 +1,24 @@
+// matmul: out (n, rows) = x (n, cols) . W^T for every weight format. Few tokens (n <= 8) are
+// memory-bound and take the fused dequantize-GEMV (kernels_gemv.cu: each weight byte read once,
+// all n dot products from the same registers); more tokens take the tiled GEMM that decodes
+// weight tiles into shared memory (kernels_gemm.cu). The crossover is where one weight load
+// stops paying for the token loads it serves: a GEMV thread keeps n * 4 partial sums per row.
+#include "cuda/internal.cuh"
+
+enum { GEMV_MAX_TOKENS = 8 };
+
+void sl_cuda_matmul(sl_cuda_ctx *c, float *out, const float *x, const sl_weight *w, int n)
+{
+    if (n == 0)
+        return;
+    if (n < 0 || !w || w->rows <= 0 || w->cols <= 0 || w->fmt < 0 || w->fmt >= SL_WF_COUNT ||
+        !w->data) {
+        SL_CUDA_BAD(c, "matmul: bad weight (%d x %d, format %d, data %p) or token count %d",
+                    w ? w->rows : -1, w ? w->cols : -1, w ? w->fmt : -1, w ? w->data : NULL, n);
+        return;
+    }
+    if (n <= GEMV_MAX_TOKENS)
+        sl_cuda_gemv(c, out, x, w, n);
+    else
+        sl_cuda_gemm_weight(c, out, x, w, n);
+}
