@@ -115,20 +115,52 @@ template <class F> static double time_ms(int reps, F fn)
     return ms;
 }
 
-static void row(const char *kind, const char *fmt, int rows, int cols, int tokens, int ctx,
-                double us, double gbps, double tflops, const char *ref, double ratio, double check)
+// The same, with the `reps` calls captured once into a CUDA graph and replayed: kernel time
+// without the host's per-launch cost (what a decode step captured as a graph would see).
+template <class F> static double time_graph_ms(int reps, F fn)
 {
-    printf("%-10s %-5s %5d x %-5d %5d tok %6d ctx %10.2f us %8.1f GB/s %7.2f TFLOP/s  %-12s %6.3f  %s",
-           kind, fmt, rows, cols, tokens, ctx, us, gbps, tflops, ref, ratio, check >= 0 ? "" : "\n");
+    cudaGraph_t g;
+    cudaGraphExec_t ge;
+    CK(cudaStreamBeginCapture(S, cudaStreamCaptureModeRelaxed));
+    for (int i = 0; i < reps; i++)
+        fn(i);
+    CK(cudaStreamEndCapture(S, &g));
+    CK(cudaGraphInstantiate(&ge, g, 0));
+    CK(cudaGraphLaunch(ge, S)); // warm-up
+    cudaEvent_t a, b;
+    CK(cudaEventCreate(&a));
+    CK(cudaEventCreate(&b));
+    CK(cudaEventRecord(a, S));
+    CK(cudaGraphLaunch(ge, S));
+    CK(cudaEventRecord(b, S));
+    CK(cudaEventSynchronize(b));
+    float ms;
+    CK(cudaEventElapsedTime(&ms, a, b));
+    CK(cudaEventDestroy(a));
+    CK(cudaEventDestroy(b));
+    CK(cudaGraphExecDestroy(ge));
+    CK(cudaGraphDestroy(g));
+    check_backend("graph-timed op");
+    return ms;
+}
+
+static void row(const char *kind, const char *fmt, int rows, int cols, int tokens, int ctx,
+                const char *mode, double us, double gbps, double tflops, const char *ref,
+                double ratio, double check)
+{
+    printf("%-8s %-5s %5d x %-5d %4d tok %5d ctx %-6s %9.2f us %7.1f GB/s %6.2f TFLOP/s  %-11s %6.3f",
+           kind, fmt, rows, cols, tokens, ctx, mode, us, gbps, tflops, ref, ratio);
     if (check >= 0)
-        printf("check %.1e\n", check);
-    fprintf(CSV, "%s,%s,%d,%d,%d,%d,%.3f,%.2f,%.4f,%s,%.4f,%.3g\n", kind, fmt, rows, cols, tokens,
-            ctx, us, gbps, tflops, ref, ratio, check);
+        printf("  check %.1e", check);
+    printf("\n");
+    fprintf(CSV, "%s,%s,%d,%d,%d,%d,%s,%.3f,%.2f,%.4f,%s,%.4f,%.3g\n", kind, fmt, rows, cols,
+            tokens, ctx, mode, us, gbps, tflops, ref, ratio, check);
 }
 
 static double rel_l2_dev(const float *got_d, const float *want_d, size_t n)
 {
     std::vector<float> g(n), w(n);
+    CK(cudaStreamSynchronize(S)); // the compute stream does not order with cudaMemcpy's
     CK(cudaMemcpy(g.data(), got_d, n * 4, cudaMemcpyDeviceToHost));
     CK(cudaMemcpy(w.data(), want_d, n * 4, cudaMemcpyDeviceToHost));
     double num = 0, den = 0;
@@ -178,7 +210,7 @@ int main(int argc, char **argv)
            __CUDACC_VER_MAJOR__, __CUDACC_VER_MINOR__, date);
     fprintf(CSV, "# device: %s\n# cuda runtime %d.%d, nvcc %d.%d, %s UTC\n", dev, rt / 1000,
             rt % 1000 / 10, __CUDACC_VER_MAJOR__, __CUDACC_VER_MINOR__, date);
-    fprintf(CSV, "kind,format,rows,cols,tokens,context,time_us,gbps,tflops,reference,ratio,check\n");
+    fprintf(CSV, "kind,format,rows,cols,tokens,context,mode,time_us,gbps,tflops,reference,ratio,check\n");
     srand(1234);
 
     // ---- the copy bandwidth the GEMV is measured against ------------------------------------
@@ -186,7 +218,7 @@ int main(int argc, char **argv)
     void *c0 = dalloc(cbytes), *c1 = dalloc(cbytes);
     double ms = time_ms(10, [&](int) { CK(cudaMemcpyAsync(c1, c0, cbytes, cudaMemcpyDeviceToDevice, S)); });
     double copy_gbps = 2.0 * cbytes * 10 / (ms * 1e-3) / 1e9;
-    row("d2d-copy", "-", 0, 0, 0, 0, ms * 1e3 / 10, copy_gbps, 0, "-", 1.0, -1);
+    row("d2d-copy", "-", 0, 0, 0, 0, "stream", ms * 1e3 / 10, copy_gbps, 0, "-", 1.0, -1);
     B->ops->free(B, c0);
     B->ops->free(B, c1);
 
@@ -231,8 +263,8 @@ int main(int argc, char **argv)
             double m16 = time_ms(reps, [&](int r) { bgemm(n, wbf[r % E_GEMM], dref); });
             cub32[i] = flops * reps / (m32 * 1e-3) / 1e12;
             cub16[i] = flops * reps / (m16 * 1e-3) / 1e12;
-            row("cublas", "f32", rows, cols, n, 0, m32 * 1e3 / reps, 0, cub32[i], "-", 1, -1);
-            row("cublas", "bf16", rows, cols, n, 0, m16 * 1e3 / reps, 0, cub16[i], "-", 1, -1);
+            row("cublas", "f32", rows, cols, n, 0, "stream", m32 * 1e3 / reps, 0, cub32[i], "-", 1, -1);
+            row("cublas", "bf16", rows, cols, n, 0, "stream", m16 * 1e3 / reps, 0, cub16[i], "-", 1, -1);
         }
         for (int fmt = 0; fmt < SL_WF_COUNT; fmt++) {
             const char *fname = sl_wformat_get(fmt)->name;
@@ -247,12 +279,16 @@ int main(int argc, char **argv)
                 w[k] = sl_weight{rows, cols, fmt, dput(enc.data(), nb)};
             for (int n : {1, 8}) {
                 int reps = 4 * E_GEMV;
-                double m = time_ms(reps, [&](int r) { B->ops->matmul(B, dout, dx, &w[r % E_GEMV], n); });
+                auto call = [&](int r) { B->ops->matmul(B, dout, dx, &w[r % E_GEMV], n); };
+                double m = time_ms(reps, call), mg = time_graph_ms(reps, call);
                 sgemm(n, dq, dref);
                 double chk = rel_l2_dev(dout, dref, (size_t)n * rows);
-                double gbps = (double)nb * reps / (m * 1e-3) / 1e9;
-                row("gemv", fname, rows, cols, n, 0, m * 1e3 / reps, gbps, 2.0 * n * rows * cols * reps / (m * 1e-3) / 1e12,
+                double gbps = (double)nb * reps / (m * 1e-3) / 1e9, ggbps = (double)nb * reps / (mg * 1e-3) / 1e9;
+                double fl = 2.0 * n * rows * cols * reps / 1e12;
+                row("gemv", fname, rows, cols, n, 0, "stream", m * 1e3 / reps, gbps, fl / (m * 1e-3),
                     "d2d-copy", gbps / copy_gbps, chk);
+                row("gemv", fname, rows, cols, n, 0, "graph", mg * 1e3 / reps, ggbps, fl / (mg * 1e-3),
+                    "d2d-copy", ggbps / copy_gbps, -1);
             }
             for (int i = 0; i < 3; i++) {
                 int n = gemm_n[i];
@@ -261,10 +297,10 @@ int main(int argc, char **argv)
                 sgemm(n, dq, dref);
                 double chk = rel_l2_dev(dout, dref, (size_t)n * rows);
                 double tf = 2.0 * n * rows * cols * reps / (m * 1e-3) / 1e12;
-                row("gemm", fname, rows, cols, n, 0, m * 1e3 / reps, (double)nb * reps / (m * 1e-3) / 1e9,
-                    tf, "cublas-bf16", tf / cub16[i], chk);
-                row("gemm", fname, rows, cols, n, 0, m * 1e3 / reps, (double)nb * reps / (m * 1e-3) / 1e9,
-                    tf, "cublas-f32", tf / cub32[i], -1);
+                row("gemm", fname, rows, cols, n, 0, "stream", m * 1e3 / reps,
+                    (double)nb * reps / (m * 1e-3) / 1e9, tf, "cublas-bf16", tf / cub16[i], chk);
+                row("gemm", fname, rows, cols, n, 0, "stream", m * 1e3 / reps,
+                    (double)nb * reps / (m * 1e-3) / 1e9, tf, "cublas-f32", tf / cub32[i], -1);
             }
             for (auto &k : w)
                 B->ops->free(B, k.data);
@@ -298,14 +334,19 @@ int main(int argc, char **argv)
         }
         float *scratch = (float *)dalloc(B->ops->mla_scratch_floats(&d, 1, T, true) * 4);
         int reps = 4 * LAYERS;
-        double m = time_ms(reps, [&](int r) {
+        auto call = [&](int r) {
             B->ops->mla_attention(B, dout, dq, dl[r % LAYERS], dk[r % LAYERS], &kv_b, 1, T - 1, &d,
                                   true, scratch);
-        });
+        };
+        double m = time_ms(reps, call), mg = time_graph_ms(reps, call);
         double bytes = (double)T * (L + d.rope) * 4;
         double flops = 4.0 * d.n_heads * T * (L + d.rope / 2.0);
-        row("mla-abs", "f32", d.n_heads, L, 1, T, m * 1e3 / reps, bytes * reps / (m * 1e-3) / 1e9,
-            flops * reps / (m * 1e-3) / 1e12, "d2d-copy", bytes * reps / (m * 1e-3) / 1e9 / copy_gbps, -1);
+        for (int k = 0; k < 2; k++) {
+            double ms_ = k ? mg : m;
+            double gbps = bytes * reps / (ms_ * 1e-3) / 1e9;
+            row("mla-abs", "f32", d.n_heads, L, 1, T, k ? "graph" : "stream", ms_ * 1e3 / reps, gbps,
+                flops * reps / (ms_ * 1e-3) / 1e12, "d2d-copy", gbps / copy_gbps, -1);
+        }
         for (int k = 0; k < LAYERS; k++) {
             B->ops->free(B, dl[k]);
             B->ops->free(B, dk[k]);

@@ -32,6 +32,8 @@ int sl_cli_parse_int(const char *opt, const char *val, int lo, int hi, int *out)
 typedef struct sl_cli_engine_opts {
     uint64_t vram, ram;
     const char *trace;
+    const char *backend; /* "cpu", "cuda", NULL: cuda when built and a GPU is present */
+    int device;
     bool no_prefetch;
     int threads;
 } sl_cli_engine_opts;
@@ -47,7 +49,8 @@ typedef struct sl_cli_engine {
     double t0;
 } sl_cli_engine;
 /* Open PATH (.sluice: streamed; directory: loaded whole). Prints the error itself. */
-int sl_cli_engine_open(sl_cli_engine *en, const char *path, const sl_cli_engine_opts *o, int max_tokens);
+int sl_cli_engine_open(sl_cli_engine *en, const char *path, const sl_cli_engine_opts *o, int max_tokens,
+                       int max_ctx);
 /* Close; with summary, print the streaming summary (hit rates, bytes, waits) to stderr first. */
 void sl_cli_engine_close(sl_cli_engine *en, bool summary);
 

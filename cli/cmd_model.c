@@ -109,7 +109,7 @@ static int session_open(session *s, const model_args *a, int max_ctx)
 {
     sl_error e = {0};
     *s = (session){0};
-    if (sl_cli_engine_open(&s->en, a->model, &a->eng, PREFILL_CHUNK))
+    if (sl_cli_engine_open(&s->en, a->model, &a->eng, PREFILL_CHUNK, max_ctx))
         return 1;
     s->m = s->en.m;
     sl_model_set_attn_mode(s->m, a->attn);

@@ -272,7 +272,7 @@ static int run_open(run_state *s, run_args *a)
         sl_cli_error("%s", e.msg);
         return rc;
     }
-    if (sl_cli_engine_open(&s->en, a->model, &a->eng, 256)) {
+    if (sl_cli_engine_open(&s->en, a->model, &a->eng, 256, a->ctx)) {
         sl_tokenizer_free(s->tok);
         return 1;
     }

@@ -4,6 +4,10 @@
 #include "cpu/cpu.h"
 #include "io/io.h"
 
+#ifdef SL_HAVE_CUDA
+#include "cuda/cuda.h"
+#endif
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +43,21 @@ int sl_cli_engine_option(sl_cli_engine_opts *o, int argc, char **argv, int *i)
         (*i)++;
         return 1;
     }
+    if (!strcmp(opt, "--backend")) {
+        if (!v || (strcmp(v, "cpu") && strcmp(v, "cuda"))) {
+            sl_cli_error("--backend: expected cpu or cuda, got \"%s\"", v ? v : "");
+            return -1;
+        }
+        o->backend = v;
+        (*i)++;
+        return 1;
+    }
+    if (!strcmp(opt, "--device")) {
+        if (sl_cli_parse_int(opt, v, 0, 64, &o->device))
+            return -1;
+        (*i)++;
+        return 1;
+    }
     if (!strcmp(opt, "--no-prefetch")) {
         o->no_prefetch = true;
         return 1;
@@ -54,28 +73,57 @@ int sl_cli_engine_option(sl_cli_engine_opts *o, int argc, char **argv, int *i)
 
 const char sl_cli_engine_usage[] =
     "engine options (a .sluice MODEL streams its experts):\n"
-    "  --vram SIZE          backend memory for weights (default: every expert gets a slot)\n"
+    "  --backend cpu|cuda   where to compute (default: cuda when built with it and a GPU is there)\n"
+    "  --device N           CUDA device (default 0)\n"
+    "  --vram SIZE          backend memory for weights, activations and KV cache (default: GPU:\n"
+    "                       free memory less 1 GiB; CPU: every expert gets a slot)\n"
     "  --ram SIZE           host expert cache (default: 1/4 of available memory)\n"
     "  --no-prefetch        do not guess and preload the next layer's experts\n"
     "  --trace FILE.json    Chrome trace events (open in Perfetto)\n"
     "  --threads N          CPU threads (default: all cores)\n";
 
-int sl_cli_engine_open(sl_cli_engine *en, const char *path, const sl_cli_engine_opts *o, int max_tokens)
+static int make_backend(const sl_cli_engine_opts *o, sl_backend **b, bool *gpu, sl_error *e)
+{
+    *gpu = false;
+    bool want_cuda = o->backend && !strcmp(o->backend, "cuda");
+#ifdef SL_HAVE_CUDA
+    if (want_cuda || (!o->backend && sl_cuda_device_count() > 0)) {
+        *gpu = true;
+        return sl_cuda_backend_create(o->device, o->vram, b, e);
+    }
+#else
+    if (want_cuda)
+        return sl_errorf(e, SL_E_UNSUPPORTED, "--backend cuda: this sluice was built without CUDA (nvcc absent)");
+#endif
+    return sl_cpu_backend_create(o->threads, b, e);
+}
+
+int sl_cli_engine_open(sl_cli_engine *en, const char *path, const sl_cli_engine_opts *o, int max_tokens,
+                       int max_ctx)
 {
     sl_error e = {0};
     *en = (sl_cli_engine){0};
     en->t0 = sl_now();
-    int rc = sl_cpu_backend_create(o->threads, &en->b, &e);
+    bool gpu;
+    int rc = make_backend(o, &en->b, &gpu, &e);
     struct stat sb;
     bool file = stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
     if (rc == 0 && file) {
-        sl_stream_opts so = {.backend_budget = o->vram, .host_budget = o->ram, .workers = 0,
+        size_t budget = o->vram;
+#ifdef SL_HAVE_CUDA
+        if (gpu) { /* the arena is the budget; leave room for the arena's own bookkeeping */
+            size_t cap, used, peak;
+            sl_cuda_arena_stats(en->b, &cap, &used, &peak);
+            budget = cap - cap / 64;
+        }
+#endif
+        sl_stream_opts so = {.backend_budget = budget, .host_budget = o->ram, .workers = 0,
                              .prefetch = !o->no_prefetch, .trace_path = o->trace,
-                             .max_tokens = max_tokens};
+                             .max_tokens = max_tokens, .max_ctx = max_ctx};
         rc = sl_stream_open(path, en->b, &so, &en->st, &en->m, &e);
     } else if (rc == 0) {
-        if (o->vram || o->ram || o->trace)
-            fprintf(stderr, "sluice: note: %s is loaded whole; --vram/--ram/--trace apply to .sluice files\n", path);
+        if (o->ram || o->trace)
+            fprintf(stderr, "sluice: note: %s is loaded whole; --ram/--trace apply to .sluice files\n", path);
         rc = sl_model_load_hf(path, en->b, max_tokens, &en->m, &e);
     }
     if (rc) {

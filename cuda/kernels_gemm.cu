@@ -17,6 +17,7 @@ template <int BM_, int BN_, int BK_, int TM_, int TN_> struct gemm_cfg {
     static constexpr int NTY = BM / TM, NTX = BN / TN, THREADS = NTX * NTY;
     static_assert(TM % 4 == 0 && TN % 4 == 0, "float4 fragments");
 };
+typedef gemm_cfg<4, 256, 32, 4, 4> cfg_tiny;     // M <= 4 (per-head decode products): 64 threads
 typedef gemm_cfg<16, 128, 32, 4, 4> cfg_small;   // M <= 16: 128 threads
 typedef gemm_cfg<64, 128, 32, 8, 8> cfg_medium;  // M <= 64: 128 threads
 typedef gemm_cfg<128, 128, 16, 8, 8> cfg_large;  // 256 threads
@@ -25,25 +26,49 @@ typedef gemm_cfg<128, 128, 16, 8, 8> cfg_large;  // 256 threads
 // outside [rows) x [kend) --------------------------------------------------------------------
 
 // Strided fp32 (sl_gemm_operand). Threads walk the operand's unit-stride direction so global
-// reads coalesce: along r when rfast, else along k.
+// reads coalesce: along r when rfast, else along k; 4 elements per 16-byte load when `vec` (the
+// host checked alignment, strides and bounds: see strided()).
 struct ld_strided {
     sl_gemm_operand o;
     int K;
-    bool rfast;
+    bool rfast, vec;
+
+    __device__ __forceinline__ const float *at(int b, int r, int k) const
+    {
+        return k < o.K1 ? o.p1 + b * o.sb1 + r * o.sr1 + k * o.sk1
+                        : o.p2 + b * o.sb2 + r * o.sr2 + (k - o.K1) * o.sk2;
+    }
 
     __device__ __forceinline__ float get(int b, int r, int k, int kend) const
     {
-        if (r >= o.rows || k >= kend)
-            return 0.0f;
-        if (k < o.K1)
-            return o.p1[b * o.sb1 + r * o.sr1 + k * o.sk1];
-        return o.p2[b * o.sb2 + r * o.sr2 + (k - o.K1) * o.sk2];
+        return r < o.rows && k < kend ? *at(b, r, k) : 0.0f;
     }
 
     template <int TILE, int BK, int NT>
     __device__ __forceinline__ void load(float (*sm)[TILE + 4], int b, int r0, int k0, int kend) const
     {
-        if (rfast) {
+        if (vec && rfast) { // 4 consecutive rows at one k: one float4 in, one float4 out
+            for (int e = threadIdx.x; e < TILE * BK / 4; e += NT) {
+                int r = 4 * (e % (TILE / 4)), k = e / (TILE / 4);
+                int gr = r0 + r, gk = k0 + k;
+                float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+                if (gk < kend && gr + 3 < o.rows)
+                    v = __ldg((const float4 *)at(b, gr, gk));
+                else if (gk < kend)
+                    v = make_float4(get(b, gr, gk, kend), get(b, gr + 1, gk, kend),
+                                    get(b, gr + 2, gk, kend), get(b, gr + 3, gk, kend));
+                *(float4 *)&sm[k][r] = v;
+            }
+        } else if (vec) { // 4 consecutive k of one row (kend, K1 multiples of 4)
+            for (int e = threadIdx.x; e < TILE * BK / 4; e += NT) {
+                int k = 4 * (e % (BK / 4)), r = e / (BK / 4);
+                int gr = r0 + r, gk = k0 + k;
+                float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+                if (gk < kend && gr < o.rows)
+                    v = __ldg((const float4 *)at(b, gr, gk));
+                sm[k][r] = v.x, sm[k + 1][r] = v.y, sm[k + 2][r] = v.z, sm[k + 3][r] = v.w;
+            }
+        } else if (rfast) {
             for (int e = threadIdx.x; e < TILE * BK; e += NT) {
                 int r = e % TILE, k = e / TILE;
                 sm[k][r] = get(b, r0 + r, k0 + k, kend);
@@ -94,22 +119,28 @@ template <int FMT> struct ld_wvec8 {
                 v[2 * q] = __uint_as_float(u[q] << 16);
                 v[2 * q + 1] = __uint_as_float(u[q] & 0xffff0000u);
             }
-        } else if (FMT == SL_WF_FP8 || FMT == SL_WF_Q8) {
+        } else if (FMT == SL_WF_FP8) {
             uint2 a = __ldg((const uint2 *)(w.data + r * w.cols + k));
-            float s = FMT == SL_WF_FP8
-                          ? __ldg((const float *)w.scales + (r / 128) * w.ncb + k / 128)
-                          : sl_f16f(__ldg((const unsigned short *)w.scales + r * w.ng + k / 32));
+            float s = __ldg((const float *)w.scales + (r / 128) * w.ncb + k / 128);
+            float2 p0 = sl_fp8x2f(a.x), p1 = sl_fp8x2f(a.x >> 16), p2 = sl_fp8x2f(a.y),
+                   p3 = sl_fp8x2f(a.y >> 16);
+            v[0] = p0.x * s, v[1] = p0.y * s, v[2] = p1.x * s, v[3] = p1.y * s;
+            v[4] = p2.x * s, v[5] = p2.y * s, v[6] = p3.x * s, v[7] = p3.y * s;
+        } else if (FMT == SL_WF_Q8) {
+            uint2 a = __ldg((const uint2 *)(w.data + r * w.cols + k));
+            float s = sl_f16f(__ldg((const unsigned short *)w.scales + r * w.ng + k / 32));
+            uint32_t lo = a.x ^ 0x80808080u, hi = a.y ^ 0x80808080u;
 #pragma unroll
-            for (int q = 0; q < 8; q++) {
-                uint32_t byte = ((q < 4 ? a.x : a.y) >> (8 * (q & 3))) & 0xffu;
-                v[q] = (FMT == SL_WF_FP8 ? sl_fp8f(byte) : (float)(int8_t)byte) * s;
+            for (int q = 0; q < 4; q++) {
+                v[q] = sl_i8f(lo, q) * s;
+                v[4 + q] = sl_i8f(hi, q) * s;
             }
         } else { // Q4
             uint32_t a = __ldg((const unsigned int *)(w.data + r * w.rb + k / 2));
             float s = sl_f16f(__ldg((const unsigned short *)w.scales + r * w.ng + k / 32));
 #pragma unroll
             for (int q = 0; q < 8; q++)
-                v[q] = (float)((int)((a >> (4 * q)) & 15u) - 8) * s;
+                v[q] = sl_q4f((a >> (4 * q)) & 15u) * s;
         }
     }
 
@@ -276,7 +307,9 @@ template <class LA, class LB>
 static void gemm_pick(sl_cuda_ctx *c, const LA &la, const LB &lb, gemm_out o, int M, int N, int K,
                       int batch, const char *what)
 {
-    if (M <= 16)
+    if (M <= 4)
+        gemm_run<cfg_tiny>(c, la, lb, o, M, N, K, batch, what);
+    else if (M <= 16)
         gemm_run<cfg_small>(c, la, lb, o, M, N, K, batch, what);
     else if (M <= 64)
         gemm_run<cfg_medium>(c, la, lb, o, M, N, K, batch, what);
@@ -284,12 +317,24 @@ static void gemm_pick(sl_cuda_ctx *c, const LA &la, const LB &lb, gemm_out o, in
         gemm_run<cfg_large>(c, la, lb, o, M, N, K, batch, what);
 }
 
+static bool al16(const void *p) { return ((uintptr_t)p & 15) == 0; }
+
+// Which load pattern an operand allows. Vector loads need 16-byte aligned bases and every
+// stride that moves between vectors a multiple of 4 floats; along k also K1 and K multiples of 4
+// (then kend is too: split boundaries are multiples of BK), so a vector never crosses a segment.
 static ld_strided strided(const sl_gemm_operand &op, int K)
 {
     ld_strided l;
     l.o = op;
     l.K = K;
-    l.rfast = op.sr1 == 1 && (op.K1 >= K || op.sr2 == 1);
+    bool two = op.K1 < K;
+    l.rfast = op.sr1 == 1 && (!two || op.sr2 == 1);
+    if (l.rfast)
+        l.vec = al16(op.p1) && op.sb1 % 4 == 0 && op.sk1 % 4 == 0 &&
+                (!two || (al16(op.p2) && op.sb2 % 4 == 0 && op.sk2 % 4 == 0));
+    else
+        l.vec = op.sk1 == 1 && al16(op.p1) && op.sb1 % 4 == 0 && op.sr1 % 4 == 0 && op.K1 % 4 == 0 &&
+                K % 4 == 0 && (!two || (op.sk2 == 1 && al16(op.p2) && op.sb2 % 4 == 0 && op.sr2 % 4 == 0));
     return l;
 }
 

@@ -203,6 +203,10 @@ typedef struct sl_kv_cache {
 
 int sl_kv_cache_create(sl_model *m, int max_ctx, sl_kv_cache *kv, sl_error *e);
 void sl_kv_cache_destroy(sl_model *m, sl_kv_cache *kv);
+/* Backend bytes sl_kv_cache_create(m, max_ctx) will take (latents, rope keys, attention scratch). */
+size_t sl_kv_cache_bytes(const sl_model *m, int max_ctx);
+/* Backend bytes of the model's run state (activations for max_tokens rows, rope table). */
+size_t sl_model_runtime_bytes(const sl_model *m);
 
 /* Attention form: AUTO uses the naive (expanded k/v) form for prefill and the absorbed form for
  * single-token decode, as inference/model.py's two paths. */

@@ -46,6 +46,7 @@ struct sl_model {
     sl_run_state s;
     int max_tokens;
     sl_attn_mode attn_mode;
+    size_t runtime_bytes;         /* backend bytes of the run state */
     sl_resident_provider resident;
     sl_weight_provider *wp;       /* &resident.base or the streaming engine */
     int32_t *h_experts_used;      /* (experts) distinct experts of the current layer, host */

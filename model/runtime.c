@@ -9,6 +9,7 @@
         if ((rc = b->ops->alloc(b, (size_t)(count) * sizeof(*(ptr)), (void **)&(ptr))) != 0) \
             return sl_errorf(e, rc, "model: cannot allocate " #ptr " (%zu bytes) on %s",      \
                              (size_t)(count) * sizeof(*(ptr)), b->ops->name);               \
+        *acct += (size_t)(count) * sizeof(*(ptr));                                            \
     } while (0)
 
 #define HALLOC(ptr, count)                                                                 \
@@ -29,6 +30,7 @@ int sl_model_init_runtime(sl_model *m, int max_tokens, sl_error *e)
     int E = c->n_routed_experts, K = c->num_experts_per_tok;
     int ffn = max3(c->intermediate_size, c->moe_intermediate_size * (c->n_shared_experts > 0 ? c->n_shared_experts : 1),
                    c->moe_intermediate_size);
+    size_t *acct = &m->runtime_bytes;
     if (T < 1)
         return sl_errorf(e, SL_E_ARG, "model: max_tokens must be >= 1");
     m->max_tokens = T;
@@ -166,6 +168,7 @@ int sl_kv_cache_create(sl_model *m, int max_ctx, sl_kv_cache *kv, sl_error *e)
     kv->rope = c->qk_rope_head_dim;
     size_t sn = b->ops->mla_scratch_floats(&m->mla, m->max_tokens, max_ctx, false);
     size_t sa = b->ops->mla_scratch_floats(&m->mla, m->max_tokens, max_ctx, true);
+    size_t unused = 0, *acct = &unused;
     ALLOC(kv->latent, (size_t)kv->n_layers * max_ctx * kv->kv_lora);
     ALLOC(kv->krope, (size_t)kv->n_layers * max_ctx * kv->rope);
     ALLOC(kv->scratch, sn > sa ? sn : sa);
@@ -179,3 +182,15 @@ void sl_kv_cache_destroy(sl_model *m, sl_kv_cache *kv)
     BFREE(kv->krope);
     BFREE(kv->scratch);
 }
+
+size_t sl_kv_cache_bytes(const sl_model *m, int max_ctx)
+{
+    const sl_config *c = &m->cfg;
+    sl_backend *b = m->b;
+    size_t sn = b->ops->mla_scratch_floats(&m->mla, m->max_tokens, max_ctx, false);
+    size_t sa = b->ops->mla_scratch_floats(&m->mla, m->max_tokens, max_ctx, true);
+    size_t per_tok = (size_t)c->num_hidden_layers * (c->kv_lora_rank + c->qk_rope_head_dim);
+    return ((size_t)max_ctx * per_tok + (sn > sa ? sn : sa)) * sizeof(float);
+}
+
+size_t sl_model_runtime_bytes(const sl_model *m) { return m->runtime_bytes; }

@@ -80,7 +80,15 @@ int sl_stream_open(const char *path, sl_backend *b, const sl_stream_opts *o, sl_
         if (padded > max_stage)
             max_stage = padded;
         if (ch->kind != SL_CHUNK_EXPERT) {
-            resident += ch->decoded_size;
+            /* as the model places them: matrices as stored, vectors and kv_b widened to fp32 */
+            for (uint32_t t = 0; t < ch->n_tensors; t++) {
+                const sl_sluice_tensor *tv = sl_sluice_tensor_at(st->file, ch->first_tensor + t);
+                size_t l = strlen(tv->name);
+                bool kv_b = l >= 16 && !strcmp(tv->name + l - 16, "kv_b_proj.weight");
+                resident += tv->cols == 0 ? (size_t)tv->rows * 4
+                            : kv_b        ? (size_t)tv->rows * (size_t)tv->cols * 4
+                                          : (size_t)tv->nbytes;
+            }
             continue;
         }
         if (ch->layer < 0 || ch->layer >= st->layers || ch->expert < 0 || ch->expert >= st->E)
@@ -98,16 +106,21 @@ int sl_stream_open(const char *path, sl_backend *b, const sl_stream_opts *o, sl_
     /* tier 1: what the backend budget leaves after the resident weights, at least 2 slots */
     if (n_expert_chunks > 0) {
         size_t n1 = n_expert_chunks;
+        /* everything else the backend holds for this model: resident weights, run state, the
+         * caller's KV cache */
+        size_t fixed = resident + sl_model_runtime_bytes(st->model) +
+                       sl_kv_cache_bytes(st->model, o->max_ctx > 0 ? o->max_ctx : 4096);
+        st->stats.fixed_bytes = fixed;
         if (o->backend_budget) {
-            size_t min = resident + 2 * st->slot_bytes;
+            size_t min = fixed + 2 * st->slot_bytes;
             if (o->backend_budget < min)
                 return fail(st, sl_errorf(e, SL_E_ARG,
                                           "%s: a backend budget of %.2f GB cannot hold this model: the "
-                                          "minimum is %.2f GB (resident weights %.2f GB + 2 expert "
-                                          "slots of %.1f MB)",
-                                          path, o->backend_budget / 1e9, min / 1e9, resident / 1e9,
+                                          "minimum is %.2f GB (resident weights, activations and KV "
+                                          "cache %.2f GB + 2 expert slots of %.1f MB)",
+                                          path, o->backend_budget / 1e9, min / 1e9, fixed / 1e9,
                                           st->slot_bytes / 1e6));
-            n1 = (o->backend_budget - resident) / st->slot_bytes;
+            n1 = (o->backend_budget - fixed) / st->slot_bytes;
             if (n1 > n_expert_chunks)
                 n1 = n_expert_chunks;
         }

@@ -22,13 +22,15 @@
 #include <stdint.h>
 
 typedef struct sl_stream_opts {
-    size_t backend_budget; /* bytes of backend memory for weights; 0: everything fits (all experts
-                            * get a slot) */
+    size_t backend_budget; /* bytes of backend memory for everything: resident weights, run
+                            * state, a KV cache of max_ctx, expert slots; 0: every expert gets a
+                            * slot */
     size_t host_budget;    /* bytes of host cache; 0: 1/4 of MemAvailable */
     int workers;           /* read + decode threads; 0: one per core, at least 2 */
     bool prefetch;         /* hint the next layer's experts (model predicts them) */
     const char *trace_path; /* Chrome trace events JSON written at close; NULL: none */
     int max_tokens;        /* tokens per forward call */
+    int max_ctx;           /* context the caller's KV cache will hold (budget accounting) */
 } sl_stream_opts;
 
 /* Counters, cumulative since open. */
@@ -46,7 +48,8 @@ typedef struct sl_stream_stats {
     double read_seconds;        /* summed over workers */
     double wait_seconds;        /* compute thread blocked in expert_next */
     int tier1_slots, tier2_slots;
-    size_t resident_bytes;      /* embedding, head, layer cores */
+    size_t resident_bytes;      /* embedding, head, layer cores as placed */
+    size_t fixed_bytes;         /* resident + run state + KV cache: the budget before slots */
     size_t slot_bytes;          /* one slot */
 } sl_stream_stats;
 

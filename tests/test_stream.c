@@ -99,12 +99,13 @@ static void strm_check_small_budgets(const char *fixture, bool prefetch)
 
     /* streamed: the backend holds the resident weights and 2 expert slots, the host 3 */
     sl_stream *st;
-    sl_stream_opts so = {.host_budget = 1 << 26, .workers = 2, .prefetch = prefetch, .max_tokens = 64};
+    sl_stream_opts so = {.host_budget = 1 << 26, .workers = 2, .prefetch = prefetch, .max_tokens = 64,
+                         .max_ctx = 64};
     cr_assert_eq(sl_stream_open(path, b, &so, &st, &m, &e), 0, "%s", e.msg);
     sl_stream_stats s0;
     sl_stream_get_stats(st, &s0);
     sl_stream_close(st);
-    so.backend_budget = s0.resident_bytes + 2 * s0.slot_bytes;
+    so.backend_budget = s0.fixed_bytes + 2 * s0.slot_bytes;
     so.host_budget = 3 * s0.slot_bytes;
     cr_assert_eq(sl_stream_open(path, b, &so, &st, &m, &e), 0, "%s", e.msg);
     strm_run got;
