@@ -220,6 +220,9 @@ int sl_cmd_generate(int argc, char **argv)
     if ((rc = prefill(&s, ids, n, false, logits)))
         goto done;
     double t1 = sl_now();
+    sl_stream_stats s0 = {0}, s1 = {0};
+    if (s.en.st)
+        sl_stream_get_stats(s.en.st, &s0);
     for (int i = 0; i < a.n_new; i++) {
         out[i] = argmax(logits, V);
         if (i + 1 == a.n_new)
@@ -234,6 +237,17 @@ int sl_cmd_generate(int argc, char **argv)
     if (sl_log_level > 0)
         fprintf(stderr, "prefill %d tokens in %.3f s, decode %d tokens in %.3f s (%.2f tok/s)\n", n,
                 t1 - t0, a.n_new, t2 - t1, a.n_new > 1 ? (a.n_new - 1) / (t2 - t1) : 0.0);
+    if (sl_log_level > 0 && s.en.st && a.n_new > 1) {
+        /* decode alone: what each token cost from disk, for the ratio to fio */
+        sl_stream_get_stats(s.en.st, &s1);
+        double steps = a.n_new - 1, secs = t2 - t1;
+        double rd = (double)(s1.bytes_read - s0.bytes_read), need = (double)(s1.bytes_needed - s0.bytes_needed);
+        fprintf(stderr,
+                "decode: %.3f GB read per token (%.3f GB of experts needed per token), %.2f GB/s from disk, "
+                "compute waited %.0f%% of the decode\n",
+                rd / steps / 1e9, need / steps / 1e9, rd / secs / 1e9,
+                100.0 * (s1.wait_seconds - s0.wait_seconds) / secs);
+    }
     for (int i = 0; i < a.n_new; i++)
         printf("%s%d", i ? "," : "", out[i]);
     printf("\n");

@@ -202,7 +202,9 @@ static void write_trace(sl_stream *st)
         const sl_trace_event *ev = &st->trace[i];
         fprintf(f, ",\n{\"name\":\"%s\",\"ph\":\"X\",\"pid\":1,\"tid\":%d,\"ts\":%.1f,\"dur\":%.1f",
                 ev->name, ev->tid, (ev->t0 - st->t_open) * 1e6, (ev->t1 - ev->t0) * 1e6);
-        if (ev->key >= 0)
+        if (ev->key >= 0 && !strcmp(ev->name, "layer"))
+            fprintf(f, ",\"args\":{\"layer\":%d}", ev->key / st->E);
+        else if (ev->key >= 0)
             fprintf(f, ",\"args\":{\"layer\":%d,\"expert\":%d}", ev->key / st->E, ev->key % st->E);
         fputc('}', f);
     }

@@ -115,7 +115,7 @@ static void *worker_main(void *arg)
         int rc = sl_sluice_read_chunk(st->file, chunk, w->stage, s->mem, &e);
         double t1 = sl_now();
         const sl_sluice_chunk *ch = sl_sluice_chunk_at(st->file, chunk);
-        sl_trace_add(st, demand ? "read (demand)" : "read (prefetch)", key, w->index + 1, t0, t1);
+        sl_trace_add(st, demand ? "read+decode (demand)" : "read+decode (prefetch)", key, w->index + 1, t0, t1);
 
         pthread_mutex_lock(&st->mu);
         st->stats.read_seconds += t1 - t0;
@@ -144,10 +144,15 @@ static void *worker_main(void *arg)
 static int sp_layer_begin(sl_weight_provider *p, int layer, const sl_layer_weights **lw, sl_error *e)
 {
     sl_stream *st = (sl_stream *)p;
+    st->t_layer = sl_now();
     return st->core->layer_begin(st->core, layer, lw, e); /* layer cores are resident */
 }
 
-static void sp_layer_end(sl_weight_provider *p, int layer) {}
+static void sp_layer_end(sl_weight_provider *p, int layer)
+{
+    sl_stream *st = (sl_stream *)p;
+    sl_trace_add(st, "layer", layer * st->E, 0, st->t_layer, sl_now());
+}
 
 static int sp_experts_request(sl_weight_provider *p, int layer, const int32_t *experts, int n,
                               sl_error *e)
@@ -265,6 +270,7 @@ static int sp_expert_next(sl_weight_provider *p, int layer, int *expert, const s
                 st->n_given++;
                 *expert = st->want[i];
                 *w = &s->w;
+                st->t_given = sl_now();
                 pthread_mutex_unlock(&st->mu);
                 return 0;
             }
@@ -307,6 +313,7 @@ static int sp_expert_next(sl_weight_provider *p, int layer, int *expert, const s
             st->n_given++;
             *expert = st->want[i];
             *w = &dst->w;
+            st->t_given = sl_now();
             pthread_cond_broadcast(&st->done_cv); /* a worker may wait for src to be free */
             pthread_mutex_unlock(&st->mu);
             return 0;
@@ -328,6 +335,7 @@ static int sp_expert_next(sl_weight_provider *p, int layer, int *expert, const s
 static void sp_expert_done(sl_weight_provider *p, int layer, int expert)
 {
     sl_stream *st = (sl_stream *)p;
+    sl_trace_add(st, "expert compute", layer * st->E + expert, 0, st->t_given, sl_now());
     pthread_mutex_lock(&st->mu);
     int t1 = st->t1_of[layer * st->E + expert];
     if (t1 >= 0 && st->t1[t1].refs > 0)

@@ -87,6 +87,7 @@ struct sl_stream {
     sl_trace_event *trace;
     size_t n_trace, trace_cap;
     double t_open;
+    double t_layer, t_given;  /* compute-thread timestamps for trace events */
 };
 
 extern const sl_weight_provider sl_stream_provider_ops;

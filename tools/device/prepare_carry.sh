@@ -4,7 +4,7 @@
 # device tool). glibc itself is left out: the device's own (newer) one runs these binaries.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-make -j2 CUDA=1 build/sluice build/tests/unit build/tests/gpu $(make -s -q print-bench-targets 2>/dev/null || true) >/dev/null
+make -j2 CUDA=1 build/sluice build/tests/unit build/tests/gpu bench >/dev/null
 rm -rf .carry && mkdir -p .carry/bin .carry/lib
 cp build/sluice build/tests/unit build/tests/gpu .carry/bin/
 for b in build/bench/*; do [ -x "$b" ] && [ -f "$b" ] && cp "$b" .carry/bin/ || true; done
@@ -12,6 +12,10 @@ command -v fio >/dev/null || apt-get install -y -q fio >/dev/null
 cp "$(command -v fio)" .carry/bin/
 for bin in .carry/bin/*; do
     ldd "$bin" 2>/dev/null | awk '/=> \// {print $3}'
-done | sort -u | grep -vE '/(libc|libm|libpthread|libdl|librt|ld-linux[^/]*|libgcc_s|libstdc\+\+|libresolv)\.so' |
+done | sort -u | grep -vE '/(libc|libm|libpthread|libdl|librt|ld-linux[^/]*|libgcc_s|libstdc\+\+|libresolv|libcublas|libcublasLt|libcudart)\.so' |
     while read -r lib; do cp -L "$lib" .carry/lib/; done
 du -sh .carry
+# The device tool carries at most 64 MiB with the tree: ship one xz tarball.
+tar -C .carry -cJf .carry/pack.txz bin lib
+rm -rf .carry/bin .carry/lib
+ls -la .carry/pack.txz
