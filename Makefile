@@ -34,7 +34,7 @@ CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
 TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/obj/%.o)
 GPU_TEST_OBJ := $(GPU_TEST_SRC:%.c=$(BUILD)/obj/%.o)
 
-.PHONY: all deps test test-unit gpu-test clean lint demo
+.PHONY: all deps test test-unit gpu-test clean lint demo bench
 
 all: $(BUILD)/sluice
 
@@ -87,6 +87,17 @@ demo: deps
 	$(MAKE) $(BUILD)/sluice
 	test -f $(DEMO_MODEL) || $(BUILD)/sluice synth --preset tiny --tokenizer $(DEMO_TOKENIZER) $(DEMO_MODEL)
 	$(BUILD)/sluice run $(DEMO_MODEL) --chat -p "$(DEMO_PROMPT)" -n 48 --seed 1
+
+# Benchmarks (bench/): the codec everywhere, the kernels where CUDA is built.
+BENCH_BINS := $(BUILD)/bench/codec $(if $(filter 1,$(CUDA)),$(BUILD)/bench/kernels)
+bench: $(BENCH_BINS)
+$(BUILD)/bench/codec: bench/codec.c $(BUILD)/libsluice.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libsluice.a $(LDLIBS)
+$(BUILD)/bench/kernels: bench/kernels.cu $(BUILD)/libsluice.a
+	@mkdir -p $(dir $@)
+	$(NVCC) -O2 -std=c++17 -I. $(foreach a,$(CUDA_ARCHS),-gencode arch=compute_$(a),code=sm_$(a)) \
+	    -o $@ $< $(BUILD)/libsluice.a -lcublas $(filter-out -lcudart_static,$(LDLIBS)) -lcudart_static
 
 lint:
 	clang-format --dry-run --Werror $(LIB_SRC) $(CLI_SRC) $(wildcard */*.h)
