@@ -70,8 +70,10 @@ $(BUILD)/tests/gpu: $(GPU_TEST_OBJ) $(BUILD)/libsluice.a
 	$(CC) $(CFLAGS) -o $@ $(GPU_TEST_OBJ) $(BUILD)/libsluice.a -lcriterion $(LDLIBS)
 
 # The README's test command. Installs missing packages, builds everything, runs the suite.
+# With CUDA the GPU suite is built too and run first: on a machine without a GPU it skips itself.
 test: deps
-	$(MAKE) $(BUILD)/sluice $(BUILD)/tests/unit
+	$(MAKE) $(BUILD)/sluice $(BUILD)/tests/unit $(if $(filter 1,$(CUDA)),$(BUILD)/tests/gpu)
+	$(if $(filter 1,$(CUDA)),$(BUILD)/tests/gpu --jobs 1)
 	$(BUILD)/tests/unit --jobs 2
 
 # Runs on the lent GPU machine; skips cleanly without a GPU.
