@@ -3,6 +3,7 @@
 //   - GEMV (1 and 8 tokens) per weight format at 7168x2048 and 2048x7168, rotating over 64
 //     distinct expert copies so L2 (50 MB on an H100) cannot hold them: achieved GB/s of weight
 //     bytes, over the device-to-device copy bandwidth (bytes read + written) of a 1 GiB copy;
+//   - the same GEMV on one 32768x7168 matrix: the streaming rate with launch costs amortised;
 //   - expert GEMM at 16, 128 and 1024 tokens: TFLOP/s over cuBLAS bf16 (bf16 x bf16 -> fp32,
 //     tensor cores) and over cuBLAS fp32 SGEMM (the like-for-like figure for an fp32 kernel) on
 //     the same shape, each checked against the SGEMM result (rel L2);
@@ -14,7 +15,7 @@
 //   mkdir -p build/bench && /usr/local/cuda/bin/nvcc -O2 -std=c++17 -I. \
 //     -gencode arch=compute_89,code=sm_89 -gencode arch=compute_90,code=sm_90 \
 //     bench/kernels.cu build/libsluice.a -o build/bench/kernels -lcublas -lm -lpthread
-// Run: build/bench/kernels [out.csv]        (default build/bench/kernels.csv)
+// Run: build/bench/kernels [out.csv [all|mm|mla]]   (default build/bench/kernels.csv, all)
 #include "cuda/cuda.h"
 
 extern "C" {
@@ -181,6 +182,7 @@ __global__ void f32_to_bf16(const float *in, __nv_bfloat16 *out, size_t n)
 int main(int argc, char **argv)
 {
     const char *csv_path = argc > 1 ? argv[1] : "build/bench/kernels.csv";
+    const char *only = argc > 2 ? argv[2] : "all"; // all, mm (GEMV and GEMM) or mla
     if (sl_cuda_device_count() == 0) {
         fprintf(stderr, "bench/kernels: no CUDA device\n");
         return 2;
@@ -225,7 +227,7 @@ int main(int argc, char **argv)
     // ---- GEMV and expert GEMM per format ---------------------------------------------------------
     const int shapes[2][2] = {{2048, 7168}, {7168, 2048}}; // gate/up, down
     enum { E_GEMV = 64, E_GEMM = 16 };
-    for (int s = 0; s < 2; s++) {
+    for (int s = 0; s < 2 && strcmp(only, "mla") != 0; s++) {
         int rows = shapes[s][0], cols = shapes[s][1];
         std::vector<float> wf = randv((size_t)rows * cols, 1.0f / sqrtf((float)cols));
         std::vector<float> x = randv((size_t)1024 * cols, 1.0f);
@@ -316,6 +318,29 @@ int main(int argc, char **argv)
         B->ops->free(B, dref);
     }
 
+    // ---- GEMV on one large matrix (32768 x 7168, 235 M weights, well past L2): the kernels'
+    // streaming rate with the per-launch cost amortised -----------------------------------------
+    for (int fmt = 0; fmt < SL_WF_COUNT && strcmp(only, "mla") != 0; fmt++) {
+        const int rows = 32768, cols = 7168;
+        const char *fname = sl_wformat_get(fmt)->name;
+        size_t nb = sl_wformat_bytes((sl_wformat)fmt, rows, cols);
+        std::vector<float> wf = randv((size_t)rows * cols, 1.0f / sqrtf((float)cols));
+        std::vector<unsigned char> enc(nb);
+        sl_quantize((sl_wformat)fmt, wf.data(), rows, cols, enc.data());
+        sl_weight w = {rows, cols, fmt, dput(enc.data(), nb)};
+        std::vector<float> x = randv(cols, 1.0f);
+        float *dx = (float *)dput(x.data(), x.size() * 4), *dout = (float *)dalloc((size_t)rows * 4);
+        int reps = 8;
+        auto call = [&](int) { B->ops->matmul(B, dout, dx, &w, 1); };
+        double mg = time_graph_ms(reps, call);
+        double gbps = (double)nb * reps / (mg * 1e-3) / 1e9;
+        row("gemv-big", fname, rows, cols, 1, 0, "graph", mg * 1e3 / reps, gbps,
+            2.0 * rows * cols * reps / (mg * 1e-3) / 1e12, "d2d-copy", gbps / copy_gbps, -1);
+        B->ops->free(B, w.data);
+        B->ops->free(B, dx);
+        B->ops->free(B, dout);
+    }
+
     // ---- MLA decode (absorbed) ------------------------------------------------------------------
     sl_mla_dims d = {128, 128, 64, 128, 512, 0.135f};
     int qk = d.nope + d.rope, L = d.kv_lora;
@@ -325,6 +350,8 @@ int main(int argc, char **argv)
     float *dq = (float *)dput(q.data(), q.size() * 4);
     float *dout = (float *)dalloc((size_t)d.n_heads * d.v * 4);
     for (int T : {4096, 32768}) {
+        if (strcmp(only, "mm") == 0)
+            break;
         enum { LAYERS = 8 };
         std::vector<float> lat = randv((size_t)T * L, 1.0f), kr = randv((size_t)T * d.rope, 1.0f);
         float *dl[LAYERS], *dk[LAYERS];

@@ -222,6 +222,8 @@ extern "C" int sl_cuda_backend_create(int device, size_t vram_budget, sl_backend
     c->device = device;
     const char *sync = getenv("SL_CUDA_SYNC");
     c->sync_each = sync && sync[0] == '1';
+    const char *cpt = getenv("SL_CUDA_GEMV_CPT");
+    c->gemv_cpt = cpt && atoi(cpt) > 0 ? atoi(cpt) : 0; // 0: per-format default
 
     cudaError_t err;
     if ((err = cudaSetDevice(device)) != cudaSuccess)

@@ -67,6 +67,7 @@ struct sl_cuda_ctx {
     int *deverr_host;     // mapped pinned word kernels set bits in
     int *deverr_dev;
     bool sync_each;       // SL_CUDA_SYNC=1: synchronise after every launch
+    int gemv_cpt;         // GEMV chunks per thread (SL_CUDA_GEMV_CPT; 0: per-format default)
     pthread_mutex_t mu;   // arena and error state (ops may come from several host threads)
     int err;              // sticky: 0 or SL_E_*
     char errmsg[512];

@@ -9,10 +9,16 @@
 // and one load of a weight serves n tokens. The block then sums its threads' partial dots
 // (warp shuffles, then shared memory). Columns per 16-byte chunk: f32 4, bf16 8, fp8 16, q8 16,
 // q4 32; a chunk never straddles a scale group (q8/q4: 32 columns, fp8: 128).
-// Decoding costs a few integer/fp32 operations per weight (fp8: the sm_89+ hardware e4m3 -> f16
+// Decoding costs 2-3 instructions per weight (fp8: the sm_89+ hardware e4m3 -> f16
 // conversion; q8: a byte permute into an fp32 mantissa; q4: a mask into one), and each chunk's
 // scale multiplies the chunk's partial dot once, so the fp32 units keep up with DRAM at n = 1.
 // Generic path (any shape, any alignment): the same block shape, one element at a time.
+// Measured (bench/kernels, H100 SXM, 2026-11-24, d2d copy 3.0 TB/s, CUDA-graph replay, 1 token):
+// one 32768x7168 matrix streams at 1.04 (f32, bf16), 0.95 (fp8), 0.98 (q8), 0.54 (q4) of the copy
+// rate; a 7168x2048 expert (64 distinct copies) at 0.94 / 0.87 / 0.65 / 0.64 / 0.35, where the
+// ~5 us fixed cost of a launch (ramp, block reduction, tail) is a large share of 7-8 MB; q4 is
+// bound by its decode instructions (3 a weight). 8 tokens: 0.07 (q4) .. 0.64 (f32): the x loads
+// (8 tokens x 4 bytes per weight, from L1) dominate.
 #include "cuda/internal.cuh"
 
 enum { GEMV_R = 4, GEMV_MAX_T = 8 };
@@ -66,13 +72,26 @@ __device__ __forceinline__ void decode4(const uint4 &raw, int g, float v[4])
 #pragma unroll
         for (int k = 0; k < 4; k++)
             v[k] = sl_i8f(a, k);
-    } else { // Q4: bytes 2g, 2g+1 of the chunk, low nibble first
-        uint32_t a = word_of(raw, g / 2) >> (16 * (g & 1));
-        v[0] = sl_q4f(a & 15u);
-        v[1] = sl_q4f((a >> 4) & 15u);
-        v[2] = sl_q4f((a >> 8) & 15u);
-        v[3] = sl_q4f((a >> 12) & 15u);
+    } else { // Q4: bytes 2g, 2g+1 of the chunk, low nibble first (see q4_prescale)
+        uint32_t h = (g & 1) ? word_of(raw, g / 2) >> 16 : word_of(raw, g / 2);
+        v[0] = __uint_as_float(0x4b000000u | (h & 0x000fu)) - 8388616.0f;  // (n0 - 8)
+        v[1] = __uint_as_float(0x4b000000u | (h & 0x00f0u)) - 8388736.0f;  // (n1 - 8) * 16
+        v[2] = __uint_as_float(0x4b000000u | (h & 0x0f00u)) - 8390656.0f;  // (n2 - 8) * 256
+        v[3] = __uint_as_float(0x4b000000u | (h & 0xf000u)) - 8421376.0f;  // (n3 - 8) * 4096
     }
+}
+
+// Q4 decodes the four nibbles of two bytes where they lie, each left multiplied by 16^k (one
+// mask-or and one exact subtraction per weight, no shifts); the matching x values are divided by
+// 16^k, so every product (n - 8) * x is the same fp32 number as unscaled.
+template <int FMT> __device__ __forceinline__ float4 q4_prescale(float4 x)
+{
+    if (FMT == SL_WF_Q4) {
+        x.y *= 0.0625f;
+        x.z *= 0.00390625f;
+        x.w *= 0.000244140625f;
+    }
+    return x;
 }
 
 // Sum each thread's acc[NT][GEMV_R] over the block and write the block's rows of out.
@@ -106,7 +125,7 @@ __global__ void __launch_bounds__(256) gemv_fast_kernel(float *out, const float 
 {
     constexpr int C = gemv_chunk<FMT>::cols;
     constexpr bool SCALED = FMT == SL_WF_FP8 || FMT == SL_WF_Q8 || FMT == SL_WF_Q4;
-    constexpr int U = NT <= 2 ? 2 : 1; // chunks per row in flight per thread (registers allowing)
+    constexpr int U = NT <= 4 ? 2 : 1; // chunks per row in flight per thread (registers allowing)
     const long long nchunk = w.cols / C;
     const long long r0 = (long long)blockIdx.x * GEMV_R;
     float acc[NT][GEMV_R];
@@ -146,7 +165,7 @@ __global__ void __launch_bounds__(256) gemv_fast_kernel(float *out, const float 
                 float4 xv[NT];
 #pragma unroll
                 for (int t = 0; t < NT; t++)
-                    xv[t] = __ldg((const float4 *)(x + (long long)t * w.cols + ch * C) + g);
+                    xv[t] = q4_prescale<FMT>(__ldg((const float4 *)(x + (long long)t * w.cols + ch * C) + g));
 #pragma unroll
                 for (int r = 0; r < GEMV_R; r++) {
                     float v[4];
@@ -219,11 +238,17 @@ static bool gemv_fast_ok(const sl_wdev &w, const float *x)
            w.rb % 16 == 0;
 }
 
+// Threads per block: enough that each walks about `cpt` chunks of its rows, so that decoding
+// one chunk overlaps the loads of others (one chunk per thread would load everything, then
+// compute everything); 32..256.
 template <int FMT, int NT>
 static void gemv_launch(sl_cuda_ctx *c, float *out, const float *x, const sl_wdev &w, bool fast)
 {
     long long units = fast ? w.cols / gemv_chunk<FMT>::cols : w.cols;
-    int threads = (int)((units + 31) / 32 * 32);
+    // measured on an H100 (bench/kernels): q4/q8 best at 2 chunks a thread, the rest at 4
+    long long cpt = c->gemv_cpt ? c->gemv_cpt : (FMT == SL_WF_Q4 || FMT == SL_WF_Q8) ? 2 : 4;
+    long long per = fast ? (units + cpt - 1) / cpt : units;
+    int threads = (int)((per + 31) / 32 * 32);
     threads = threads < 32 ? 32 : threads > 256 ? 256 : threads;
     unsigned blocks = (unsigned)((w.rows + GEMV_R - 1) / GEMV_R);
     if (fast)

@@ -271,7 +271,8 @@ Test(cuda_ops, rmsnorm_strided_rows_and_in_place)
             for (int i = dim; i < os; i++)
                 cr_assert(isnan(got[(size_t)t * os + i]), "rmsnorm wrote the gap at row %d col %d", t, i);
             double err = cu_rel_l2(got + (size_t)t * os, want + (size_t)t * os, dim);
-            cr_expect_leq(err, 1e-6, "rmsnorm dim %d row %d: rel L2 %.3g", dim, t, err);
+            /* 1e-5: the CPU sums dim squares one by one in fp32, itself ~1e-6 off at 7168 */
+            cr_expect_leq(err, 1e-5, "rmsnorm dim %d row %d: rel L2 %.3g", dim, t, err);
         }
         /* in place, dense rows */
         float *xd = cu_randv((size_t)n * dim, 2.0f);
@@ -281,7 +282,7 @@ Test(cuda_ops, rmsnorm_strided_rows_and_in_place)
         g->ops->rmsnorm(g, dxd, dim, dxd, dim, dw, n, dim, 1e-6f);
         float *got2 = cu_get(g, dxd, (size_t)n * dim);
         double err = cu_rel_l2(got2, want2, (size_t)n * dim);
-        cr_expect_leq(err, 1e-6, "rmsnorm in place dim %d: rel L2 %.3g", dim, err);
+        cr_expect_leq(err, 1e-5, "rmsnorm in place dim %d: rel L2 %.3g", dim, err);
         free(x), free(w), free(want), free(got), free(xd), free(want2), free(got2);
         g->ops->free(g, dx), g->ops->free(g, dw), g->ops->free(g, dout), g->ops->free(g, dxd);
     }
