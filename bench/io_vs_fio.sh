@@ -5,7 +5,8 @@
 #   FILE  test file (default /var/tmp/sluice-io-bench.dat; created by `sluice bench io` if missing)
 #   SIZE  size of FILE when it is created (default 2G); an existing file is used whole
 # env:   SECONDS_PER_RUN (3), REPS (3), QDS ("4 16 64"), SLUICE (build/sluice), OUT (bench/results),
-#        MACHINE (a name for the results files; default: hostname), POINTS (override the list).
+#        MACHINE (a name for the results files; default: hostname), POINTS (override the list),
+#        COMMIT (when the tree has no .git).
 #
 # Each point runs fio (io_uring engine, O_DIRECT) and `sluice bench io` REPS times, alternating
 # (fio, sluice, fio, sluice, ...) so drift in the drive or the host hits both alike, and reports
@@ -47,7 +48,7 @@ MD="$OUT/io-$MACHINE-$DATE.md"
 FS=$(findmnt -no FSTYPE -T "$FILE" 2>/dev/null || echo "?")
 DEV=$(findmnt -no SOURCE -T "$FILE" 2>/dev/null || echo "?")
 CPU=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
-COMMIT=$(git rev-parse --short HEAD 2>/dev/null || true)
+COMMIT=${COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || true)}
 {
     echo "# machine: $MACHINE ($CPU, $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB)"
     echo "# kernel: $(uname -r)"

@@ -6,7 +6,7 @@
  *
  * Build: gcc -O2 -std=c11 -D_GNU_SOURCE -pthread bench/synth_hf.c -lm -o build/bench/synth_hf
  * Usage: synth_hf OUT_DIR [--layers 2] [--dense 1] [--experts 256] [--bf16] [--shard-mb 1024]
- *                 [--threads N]
+ *                 [--threads N] [--vocab 129280]
  *
  * Values are zero-mean Gaussian (drawn through a 65536-entry quantile table, so generation runs
  * at memory speed): fp8 codes spread like a block quantized with amax/448 (sigma = 448/4), times
@@ -23,7 +23,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-enum { H = 7168, V = 129280, INTER = 18432, MOE = 2048, QL = 1536, KVL = 512, NH = 128, NOPE = 128,
+static int V = 129280; /* --vocab: smaller only to look at expert throughput alone */
+enum { H = 7168, INTER = 18432, MOE = 2048, QL = 1536, KVL = 512, NH = 128, NOPE = 128,
        ROPE = 64, VD = 128 };
 
 typedef struct tensor {
@@ -290,7 +291,7 @@ int main(int argc, char **argv)
 {
     if (argc < 2 || argv[1][0] == '-') {
         fprintf(stderr, "usage: synth_hf OUT_DIR [--layers 2] [--dense 1] [--experts 256] [--bf16] "
-                        "[--shard-mb 1024] [--threads N]\n");
+                        "[--shard-mb 1024] [--threads N] [--vocab 129280]\n");
         return 2;
     }
     const char *dir = argv[1];
@@ -302,6 +303,7 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--experts")) experts = atoi(v), i++;
         else if (!strcmp(argv[i], "--shard-mb")) shard_mb = atoi(v), i++;
         else if (!strcmp(argv[i], "--threads")) threads = atoi(v), i++;
+        else if (!strcmp(argv[i], "--vocab")) V = atoi(v), i++;
         else if (!strcmp(argv[i], "--bf16")) bf16_mode = 1;
         else { fprintf(stderr, "synth_hf: unknown option %s\n", argv[i]); return 2; }
     }

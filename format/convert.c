@@ -9,7 +9,6 @@
 #include "format/sluice_internal.h"
 #include "quant/quant.h"
 
-#include <cjson/cJSON.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -37,7 +36,8 @@ typedef struct slot {
     sl_error err;
     sl_sluice_chunk ch;
     sl_sluice_tensor *t;      /* [plan.max_chunk_tensors] */
-    void *stored;             /* ch.stored_size bytes to write */
+    void *stored;             /* ch.stored_size bytes to write, in a stored_cap-byte buffer */
+    size_t stored_cap;
     uint64_t est;             /* bytes it was admitted with */
 } slot;
 
@@ -53,12 +53,18 @@ typedef struct engine {
     atomic_int abort;
     atomic_uint_least64_t src_bytes;
     int failed;               /* a worker failed: stop early, the error is in its slot */
+    sl_buf_pool *pool;        /* chunk-sized buffers passed from chunk to chunk */
+    int threads;
+    atomic_uint_least64_t ns_fetch, ns_recode, ns_checksum, ns_compress; /* worker time by phase */
 } engine;
 
-typedef struct scratch {      /* one worker's recode buffers, grown on demand */
-    float *f32;
-    void *enc;
+typedef struct scratch {      /* one worker's buffers */
+    float *f32;               /* recode: fp32 slab, grown on demand */
+    void *enc;                /* recode: encoded slab */
     size_t f32_cap, enc_cap;
+    void **sb;                /* [max_chunk_tensors] the chunk's source tensors */
+    size_t *snb;
+    int *sfmt;
 } scratch;
 
 static int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
@@ -89,19 +95,20 @@ static int grow(void **p, size_t *cap, size_t need)
     return 0;
 }
 
-/* src (sfmt) -> dst (dfmt), rows x cols, through fp32 a slab of rows at a time. */
-static int recode(engine *E, scratch *s, int sfmt, const void *src, int dfmt, void *dst, int64_t rows,
-                  int64_t cols)
+/* Rows [r_begin, r_end) of src (sfmt) -> dst (dfmt), rows x cols, through fp32 a slab of rows at
+ * a time. r_begin is a multiple of SLAB_ROWS. */
+static int recode_rows(engine *E, scratch *s, int sfmt, const void *src, int dfmt, void *dst, int64_t rows,
+                       int64_t cols, int64_t r_begin, int64_t r_end)
 {
     int64_t slab = rows < SLAB_ROWS ? rows : SLAB_ROWS;
     if (grow((void **)&s->f32, &s->f32_cap, (size_t)(slab * cols) * sizeof(float)) ||
         grow(&s->enc, &s->enc_cap, sl_wformat_bytes(dfmt, slab, cols)))
         return SL_E_NOMEM;
     size_t vals = value_plane(dfmt, rows, cols);
-    for (int64_t r0 = 0; r0 < rows; r0 += slab) {
+    for (int64_t r0 = r_begin; r0 < r_end; r0 += slab) {
         if (atomic_load(&E->abort))
             return SL_E_IO;
-        int64_t n = rows - r0 < slab ? rows - r0 : slab;
+        int64_t n = r_end - r0 < slab ? r_end - r0 : slab;
         sl_dequantize_rows(sfmt, src, rows, cols, r0, n, s->f32);
         sl_quantize(dfmt, s->f32, n, cols, s->enc);
         size_t vn = value_plane(dfmt, n, cols), sn = sl_wformat_bytes(dfmt, n, cols) - vn;
@@ -112,6 +119,59 @@ static int recode(engine *E, scratch *s, int sfmt, const void *src, int dfmt, vo
     return 0;
 }
 
+typedef struct recode_part {
+    engine *E;
+    int sfmt, dfmt;
+    const void *src;
+    void *dst;
+    int64_t rows, cols, r_begin, r_end;
+    int rc;
+} recode_part;
+
+static void *recode_part_run(void *arg)
+{
+    recode_part *p = arg;
+    scratch s = {0};
+    p->rc = recode_rows(p->E, &s, p->sfmt, p->src, p->dfmt, p->dst, p->rows, p->cols, p->r_begin, p->r_end);
+    free(s.f32);
+    free(s.enc);
+    return NULL;
+}
+
+/* Default of opts->parallel_recode: big tensors (a chunk holding one runs alone under the memory
+ * budget, leaving the other workers idle) are recoded on all threads. */
+#define PARALLEL_RECODE_WEIGHTS ((int64_t)64 << 20)
+
+static int recode(engine *E, scratch *s, int sfmt, const void *src, int dfmt, void *dst, int64_t rows,
+                  int64_t cols)
+{
+    int parts = E->threads < 64 ? E->threads : 64;
+    int64_t big = E->o->parallel_recode > 0 ? E->o->parallel_recode : PARALLEL_RECODE_WEIGHTS;
+    if (rows * cols < big || parts < 2 || rows < 2 * SLAB_ROWS)
+        return recode_rows(E, s, sfmt, src, dfmt, dst, rows, cols, 0, rows);
+    recode_part p[64];
+    pthread_t tid[64];
+    bool started[64] = {false};
+    int64_t per = (rows + parts - 1) / parts;
+    per = (per + SLAB_ROWS - 1) / SLAB_ROWS * SLAB_ROWS;
+    for (int i = 0; i < parts; i++) {
+        int64_t b = i * per, en = b + per < rows ? b + per : rows;
+        p[i] = (recode_part){E, sfmt, dfmt, src, dst, rows, cols, b < rows ? b : rows, b < rows ? en : rows, 0};
+        if (i > 0 && p[i].r_begin < p[i].r_end)
+            started[i] = pthread_create(&tid[i], NULL, recode_part_run, &p[i]) == 0;
+    }
+    int rc = recode_rows(E, s, sfmt, src, dfmt, dst, rows, cols, p[0].r_begin, p[0].r_end);
+    for (int i = 1; i < parts; i++) {
+        if (started[i])
+            pthread_join(tid[i], NULL);
+        else if (p[i].r_begin < p[i].r_end) /* no thread: do its part here */
+            recode_part_run(&p[i]);
+        if (rc == 0)
+            rc = p[i].rc;
+    }
+    return rc;
+}
+
 static int target_format(const sl_convert_opts *o, int role, int sfmt)
 {
     if (role == SL_ROLE_KEEP)
@@ -120,77 +180,110 @@ static int target_format(const sl_convert_opts *o, int role, int sfmt)
     return q >= 0 ? q : sfmt;
 }
 
-/* Build chunk ci into slot s: its tensors at 64-aligned offsets, checksum, codec. */
+static uint64_t ns_since(double t0) { return (uint64_t)((sl_now() - t0) * 1e9); }
+
+static void release_sources(engine *E, scratch *sc, uint32_t n)
+{
+    for (uint32_t k = 0; k < n; k++) {
+        sl_buf_pool_put(E->pool, sc->sb[k], sc->snb[k]);
+        sc->sb[k] = NULL;
+    }
+}
+
+/* Build chunk ci into slot s: fetch its tensors, lay them out at 64-aligned offsets (recoding
+ * where the target format differs), checksum, compress. */
 static int make_chunk(engine *E, scratch *sc, uint32_t ci, slot *s, sl_error *e)
 {
     const sl_plan_chunk *pc = &E->plan->chunks[ci];
     const sl_convert_opts *o = E->o;
-    char *buf = NULL;
-    size_t cap = 0, end = 0;
-    int rc = 0;
     s->ch = (sl_sluice_chunk){.kind = pc->kind, .layer = pc->layer, .expert = pc->expert};
-    for (uint32_t k = 0; k < pc->n && rc == 0; k++) {
-        const sl_plan_tensor *pt = &E->plan->tensors[pc->first + k];
+    size_t end = 0;
+    int rc = 0;
+    uint32_t got = 0;
+    for (; got < pc->n; got++) { /* pass 1: fetch, pick formats, place */
+        const sl_plan_tensor *pt = &E->plan->tensors[pc->first + got];
         if (atomic_load(&E->abort)) {
             rc = sl_errorf(e, SL_E_IO, "%s: conversion stopped", pt->name);
             break;
         }
-        void *sb;
-        size_t snb;
-        int sfmt;
-        if ((rc = E->src->get(E->src, pt->name, pt->rows, pt->cols, &sfmt, &sb, &snb, e)))
+        double t0 = sl_now();
+        rc = E->src->get(E->src, pt->name, pt->rows, pt->cols, &sc->sfmt[got], &sc->sb[got], &sc->snb[got], e);
+        atomic_fetch_add(&E->ns_fetch, ns_since(t0));
+        if (rc)
             break;
-        atomic_fetch_add(&E->src_bytes, snb);
-        int dfmt = target_format(o, pt->role, sfmt);
-        size_t dnb = dfmt == sfmt ? snb : sl_wformat_bytes(dfmt, pt->rows, pt->cols);
+        atomic_fetch_add(&E->src_bytes, sc->snb[got]);
+        int dfmt = target_format(o, pt->role, sc->sfmt[got]);
+        size_t dnb = dfmt == sc->sfmt[got] ? sc->snb[got] : sl_wformat_bytes(dfmt, pt->rows, pt->cols);
         size_t off = (size_t)sl_align_up(end, SL_SLUICE_TENSOR_ALIGN);
-        if (k == 0 && dfmt == sfmt) { /* the chunk starts as this tensor's buffer: no copy */
-            buf = sb;
-            cap = snb;
-        } else if (grow((void **)&buf, &cap, off + dnb)) {
-            free(sb);
-            rc = sl_errorf(e, SL_E_NOMEM, "%s: no memory for %zu bytes", pt->name, off + dnb);
-            break;
-        } else {
-            memset(buf + end, 0, off - end);
-            if (dfmt == sfmt) {
-                memcpy(buf + off, sb, dnb);
-            } else if ((rc = recode(E, sc, sfmt, sb, dfmt, buf + off, pt->rows, pt->cols))) {
-                rc = rc == SL_E_NOMEM ? sl_errorf(e, rc, "%s: no memory to recode", pt->name)
-                                      : sl_errorf(e, rc, "%s: conversion stopped", pt->name);
-            }
-            free(sb);
-        }
-        s->t[k] = (sl_sluice_tensor){.name = pt->name, .format = dfmt, .rows = pt->rows, .cols = pt->cols,
-                                     .offset = off, .nbytes = dnb};
+        s->t[got] = (sl_sluice_tensor){.name = pt->name, .format = dfmt, .rows = pt->rows, .cols = pt->cols,
+                                       .offset = off, .nbytes = dnb};
         end = off + dnb;
     }
     if (rc) {
-        free(buf);
+        release_sources(E, sc, got);
+        return rc;
+    }
+    char *buf;
+    size_t cap;
+    if (pc->n == 1 && s->t[0].format == sc->sfmt[0]) { /* one tensor kept as is: its buffer is the chunk */
+        buf = sc->sb[0];
+        cap = sc->snb[0];
+        sc->sb[0] = NULL;
+    } else if (!(buf = sl_buf_pool_get(E->pool, end, &cap))) {
+        release_sources(E, sc, pc->n);
+        return sl_errorf(e, SL_E_NOMEM, "%s: no memory for a %zu-byte chunk", E->plan->tensors[pc->first].name, end);
+    } else {
+        size_t prev = 0;
+        double t0 = sl_now();
+        for (uint32_t k = 0; k < pc->n && rc == 0; k++) { /* pass 2: copy or recode into place */
+            const sl_sluice_tensor *t = &s->t[k];
+            memset(buf + prev, 0, t->offset - prev);
+            if (t->format == sc->sfmt[k])
+                memcpy(buf + t->offset, sc->sb[k], t->nbytes);
+            else if ((rc = recode(E, sc, sc->sfmt[k], sc->sb[k], t->format, buf + t->offset, t->rows, t->cols)))
+                rc = rc == SL_E_NOMEM ? sl_errorf(e, rc, "%s: no memory to recode", t->name)
+                                      : sl_errorf(e, rc, "%s: conversion stopped", t->name);
+            prev = t->offset + t->nbytes;
+            sl_buf_pool_put(E->pool, sc->sb[k], sc->snb[k]);
+            sc->sb[k] = NULL;
+        }
+        atomic_fetch_add(&E->ns_recode, ns_since(t0));
+    }
+    release_sources(E, sc, pc->n);
+    if (rc) {
+        sl_buf_pool_put(E->pool, buf, cap);
         return rc;
     }
     s->ch.decoded_size = end;
+    double t0 = sl_now();
     s->ch.checksum = sl_checksum(buf, end);
+    atomic_fetch_add(&E->ns_checksum, ns_since(t0));
     s->ch.codec = SL_CODEC_RAW;
     s->ch.stored_size = end;
     s->stored = buf;
+    s->stored_cap = cap;
     if (o->zstd_level > 0 && end > 0) {
-        size_t zcap = sl_codec_bound(end), zn;
-        void *z = malloc(zcap);
+        size_t zcap, zn;
+        void *z = sl_buf_pool_get(E->pool, sl_codec_bound(end), &zcap);
         sl_codec codec;
-        if (!z || sl_codec_encode(buf, end, o->zstd_level, o->min_saving, z, zcap, &codec, &zn) != 0) {
-            free(z);
-            free(buf);
+        t0 = sl_now();
+        int zrc = z ? sl_codec_encode(buf, end, o->zstd_level, o->min_saving, z, zcap, &codec, &zn) : SL_E_NOMEM;
+        atomic_fetch_add(&E->ns_compress, ns_since(t0));
+        if (zrc != 0) {
+            sl_buf_pool_put(E->pool, z, zcap);
+            sl_buf_pool_put(E->pool, buf, cap);
+            s->stored = NULL;
             return sl_errorf(e, SL_E_NOMEM, "%s: no memory to compress %zu bytes",
                              E->plan->tensors[pc->first].name, end);
         }
         if (codec == SL_CODEC_ZSTD) {
-            free(buf);
+            sl_buf_pool_put(E->pool, buf, cap);
             s->stored = z;
+            s->stored_cap = zcap;
             s->ch.codec = SL_CODEC_ZSTD;
             s->ch.stored_size = zn;
         } else {
-            free(z);
+            sl_buf_pool_put(E->pool, z, zcap);
         }
     }
     return 0;
@@ -205,7 +298,8 @@ static uint64_t estimate(const sl_plan_chunk *c)
 static void *worker(void *arg)
 {
     engine *E = arg;
-    scratch sc = {0};
+    uint32_t nt = E->plan->max_chunk_tensors;
+    scratch sc = {.sb = calloc(nt, sizeof(void *)), .snb = calloc(nt, sizeof(size_t)), .sfmt = calloc(nt, sizeof(int))};
     pthread_mutex_lock(&E->mu);
     for (;;) {
         uint32_t ci = E->next_claim;
@@ -225,7 +319,8 @@ static void *worker(void *arg)
         pthread_mutex_unlock(&E->mu);
 
         sl_error err = {0};
-        int rc = make_chunk(E, &sc, ci, s, &err);
+        int rc = sc.sb && sc.snb && sc.sfmt ? make_chunk(E, &sc, ci, s, &err)
+                                            : sl_errorf(&err, SL_E_NOMEM, "no memory for a worker");
 
         pthread_mutex_lock(&E->mu);
         s->rc = rc;
@@ -237,152 +332,10 @@ static void *worker(void *arg)
     pthread_mutex_unlock(&E->mu);
     free(sc.f32);
     free(sc.enc);
+    free(sc.sb);
+    free(sc.snb);
+    free(sc.sfmt);
     return NULL;
-}
-
-static char *read_text(const char *path, size_t *len, int *err)
-{
-    FILE *fp = fopen(path, "rb");
-    if (!fp) {
-        *err = errno;
-        return NULL;
-    }
-    char *buf = NULL;
-    size_t cap = 0, n = 0;
-    for (;;) {
-        if (n + 65536 > cap) {
-            char *g = realloc(buf, cap = (cap ? cap * 2 : 1 << 20));
-            if (!g) {
-                *err = ENOMEM;
-                goto fail;
-            }
-            buf = g;
-        }
-        size_t k = fread(buf + n, 1, cap - n - 1, fp);
-        n += k;
-        if (k == 0)
-            break;
-    }
-    if (ferror(fp)) {
-        *err = EIO;
-        goto fail;
-    }
-    fclose(fp);
-    buf[n] = 0;
-    *len = n;
-    return buf;
-fail:
-    free(buf);
-    fclose(fp);
-    return NULL;
-}
-
-/* The metadata JSON: our keys, then "config" (config.json verbatim) and "tokenizer" (verbatim,
- * last, so its span is easy to state in the header). */
-static int build_metadata(const char *src, const char *cfg, size_t cfg_len, const char *tok,
-                          size_t tok_len, const sl_convert_opts *o, char **out, size_t *out_len,
-                          size_t *tok_off, sl_error *e)
-{
-    cJSON *m = cJSON_CreateObject(), *q = cJSON_CreateObject();
-    const sl_wformat_info *dq = o->quant >= 0 ? sl_wformat_get(o->quant) : NULL;
-    const sl_wformat_info *eq = o->expert_quant >= 0 ? sl_wformat_get(o->expert_quant) : dq;
-    char *head = NULL;
-    if (m && q) {
-        cJSON_AddStringToObject(m, "format", "sluice");
-        cJSON_AddNumberToObject(m, "version", SL_SLUICE_VERSION);
-        cJSON_AddStringToObject(m, "converter", SL_SLUICE_CONVERTER);
-        cJSON_AddStringToObject(m, "source", src);
-        cJSON_AddStringToObject(q, "default", dq ? dq->name : "source");
-        cJSON_AddStringToObject(q, "experts", eq ? eq->name : "source");
-        cJSON_AddStringToObject(q, "keep", "norms, router weight and bias keep the source format");
-        cJSON_AddNumberToObject(q, "zstd_level", o->zstd_level);
-        cJSON_AddNumberToObject(q, "min_saving", o->min_saving);
-        cJSON_AddItemToObject(m, "quant", q);
-        q = NULL;
-        head = cJSON_PrintUnformatted(m);
-    }
-    cJSON_Delete(m);
-    cJSON_Delete(q);
-    if (!head)
-        return sl_errorf(e, SL_E_NOMEM, "%s: no memory for the metadata", src);
-    size_t hl = strlen(head) - 1; /* without the closing brace */
-    size_t cap = hl + cfg_len + tok_len + 64;
-    char *s = malloc(cap);
-    if (!s) {
-        free(head);
-        return sl_errorf(e, SL_E_NOMEM, "%s: no memory for the metadata", src);
-    }
-    size_t k = 0;
-    memcpy(s, head, hl);
-    k = hl;
-    free(head);
-    k += (size_t)sprintf(s + k, ",\"config\":");
-    memcpy(s + k, cfg, cfg_len);
-    k += cfg_len;
-    *tok_off = 0;
-    if (tok) {
-        k += (size_t)sprintf(s + k, ",\"tokenizer\":");
-        *tok_off = k;
-        memcpy(s + k, tok, tok_len);
-        k += tok_len;
-    }
-    s[k++] = '}';
-    s[k] = 0;
-    *out = s;
-    *out_len = k;
-    return 0;
-}
-
-/* config.json (verbatim) and tokenizer.json (verbatim or NULL) of SRC. */
-static int source_texts(const char *src, bool is_dir, char **cfg, size_t *cfg_len, char **tok,
-                        size_t *tok_len, sl_error *e)
-{
-    char path[4200];
-    int err = 0;
-    *tok = NULL;
-    *tok_len = 0;
-    if (!is_dir) { /* a .sluice file: its embedded texts */
-        sl_sluice *f;
-        int rc = sl_sluice_open(src, &f, e);
-        if (rc)
-            return rc;
-        size_t ml;
-        const char *meta = sl_sluice_metadata(f, &ml);
-        cJSON *j = cJSON_ParseWithLength(meta, ml);
-        *cfg = j ? cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(j, "config")) : NULL;
-        cJSON_Delete(j);
-        const char *t = sl_sluice_tokenizer(f, tok_len);
-        if (t)
-            *tok = strdup(t);
-        sl_sluice_close(f);
-        if (!*cfg || (t && !*tok)) {
-            free(*cfg);
-            free(*tok);
-            *cfg = *tok = NULL;
-            return sl_errorf(e, SL_E_NOMEM, "%s: no memory for its metadata", src);
-        }
-        *cfg_len = strlen(*cfg);
-        return 0;
-    }
-    snprintf(path, sizeof path, "%s/config.json", src);
-    if (!(*cfg = read_text(path, cfg_len, &err)))
-        return sl_errorf(e, SL_E_IO, "%s: %s", path, strerror(err));
-    snprintf(path, sizeof path, "%s/tokenizer.json", src);
-    if (!(*tok = read_text(path, tok_len, &err)) && err != ENOENT) {
-        free(*cfg);
-        *cfg = NULL;
-        return sl_errorf(e, SL_E_IO, "%s: %s", path, strerror(err));
-    }
-    cJSON *j = *tok ? cJSON_ParseWithLength(*tok, *tok_len) : NULL;
-    if (*tok && !cJSON_IsObject(j)) {
-        cJSON_Delete(j);
-        free(*cfg);
-        free(*tok);
-        *cfg = *tok = NULL;
-        return sl_errorf(e, SL_E_FORMAT, "%s: not a JSON object", path);
-    }
-    cJSON_Delete(j);
-    return 0;
 }
 
 static void report(engine *E, sl_sluice_writer *w, double t0, uint64_t params_done)
@@ -433,7 +386,9 @@ static int write_all(engine *E, sl_sluice_writer *w, const char *out, sl_convert
             ts.tv_nsec += 100 * 1000000L;
             if (ts.tv_nsec >= 1000000000L)
                 ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+            double tw = sl_now();
             pthread_cond_timedwait(&E->cv, &E->mu, &ts);
+            st->t_wait += sl_now() - tw;
             pthread_mutex_unlock(&E->mu);
             report(E, w, t0, params_done);
             pthread_mutex_lock(&E->mu);
@@ -445,8 +400,10 @@ static int write_all(engine *E, sl_sluice_writer *w, const char *out, sl_convert
             return s->rc;
         }
         const sl_plan_chunk *pc = &E->plan->chunks[ci];
+        double tw = sl_now();
         int rc = sl_sluice_writer_add(w, &s->ch, s->t, pc->n, s->stored, e);
-        free(s->stored);
+        st->t_write += sl_now() - tw;
+        sl_buf_pool_put(E->pool, s->stored, s->stored_cap);
         s->stored = NULL;
         if (rc)
             return rc;
@@ -479,12 +436,16 @@ static int run_engine(engine *E, sl_sluice_writer *w, const char *out, sl_conver
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         threads = n > 0 ? (int)n : 1;
     }
+    E->threads = threads;
     E->window = 2 * (uint32_t)threads;
     E->budget = o->mem_budget ? o->mem_budget : (uint64_t)4 << 30;
     E->slots = calloc(E->window, sizeof *E->slots);
     pthread_t *tid = calloc((size_t)threads, sizeof *tid);
+    /* Buffers up to 256 MB (an fp8 expert is 44 MB, a layer core ~250 MB) are passed on; the idle
+     * ones held stay under a quarter of the budget, so the total stays near 1.25 x budget. */
+    E->pool = sl_buf_pool_create(E->budget / 4, (size_t)256 << 20);
     int rc = 0;
-    if (!E->slots || !tid)
+    if (!E->slots || !tid || !E->pool)
         rc = sl_errorf(e, SL_E_NOMEM, "%s: no memory", out);
     for (uint32_t i = 0; rc == 0 && i < E->window; i++)
         if (!(E->slots[i].t = calloc(E->plan->max_chunk_tensors, sizeof(sl_sluice_tensor))))
@@ -521,12 +482,17 @@ static int run_engine(engine *E, sl_sluice_writer *w, const char *out, sl_conver
         rc = sl_sluice_writer_finish(w, e);
     st->seconds = sl_now() - t0;
     st->src_bytes = atomic_load(&E->src_bytes);
+    st->t_fetch = atomic_load(&E->ns_fetch) / 1e9;
+    st->t_recode = atomic_load(&E->ns_recode) / 1e9;
+    st->t_checksum = atomic_load(&E->ns_checksum) / 1e9;
+    st->t_compress = atomic_load(&E->ns_compress) / 1e9;
     for (uint32_t i = 0; E->slots && i < E->window; i++) {
         free(E->slots[i].stored);
         free(E->slots[i].t);
     }
     free(E->slots);
     free(tid);
+    sl_buf_pool_destroy(E->pool);
     pthread_cond_destroy(&E->cv);
     pthread_mutex_destroy(&E->mu);
     return rc;
@@ -547,24 +513,19 @@ int sl_convert(const char *src, const char *out, const sl_convert_opts *o, sl_co
     if (o->zstd_level < 0 || o->zstd_level > 22)
         return sl_errorf(e, SL_E_ARG, "%s: zstd level %d is not in 0..22", out, o->zstd_level);
 
-    char *cfg = NULL, *tok = NULL, *meta = NULL;
-    size_t cfg_len = 0, tok_len = 0, meta_len = 0, tok_off = 0;
+    char *meta = NULL;
+    size_t meta_len = 0, tok_off = 0, tok_len = 0;
     sl_weight_source *source = NULL;
     sl_sluice_writer *w = NULL;
     sl_plan plan = {0};
-    int rc = source_texts(src, is_dir, &cfg, &cfg_len, &tok, &tok_len, e);
+    int rc = sl_convert_metadata(src, is_dir, o, &meta, &meta_len, &tok_off, &tok_len, e);
     if (rc == 0)
         rc = is_dir ? sl_hf_source_open(src, &source, e) : sl_sluice_source_open(src, &source, e);
     if (rc == 0)
         rc = sl_plan_build(source->config, &plan, e);
     if (rc == 0)
-        rc = build_metadata(src, cfg, cfg_len, tok, tok_len, o, &meta, &meta_len, &tok_off, e);
-    size_t tok_span = tok ? tok_len : 0;
-    free(cfg);
-    free(tok);
-    if (rc == 0)
-        rc = sl_sluice_writer_create(out, meta, meta_len, tok_off, tok_span, plan.n_chunks,
-                                     plan.n_tensors, plan.names_bytes, &w, e);
+        rc = sl_sluice_writer_create(out, meta, meta_len, tok_off, tok_len, plan.n_chunks, plan.n_tensors,
+                                     plan.names_bytes, &w, e);
     free(meta);
     if (rc == 0) {
         engine E = {.plan = &plan, .src = source, .o = o};

@@ -295,6 +295,9 @@ typedef struct sl_convert_opts {
     double min_saving;   /* keep a zstd chunk only when it saves at least this fraction */
     int threads;         /* workers; 0: one per online core */
     size_t mem_budget;   /* bytes of chunks in flight (about 2x each chunk); 0: 4 GiB */
+    int64_t parallel_recode; /* a tensor of at least this many weights that needs recoding is split
+                                over all threads (the embedding and lm_head, 926M each, would take
+                                ~30 s on one core); 0: 64M */
     void (*progress)(void *ctx, const sl_convert_progress *p); /* may be NULL */
     void *progress_ctx;
     const volatile sig_atomic_t *cancel; /* non-zero stops the conversion (a signal handler's flag) */
@@ -310,6 +313,10 @@ typedef struct sl_convert_stats {
     uint64_t decoded[SL_CHUNK_KIND_COUNT], stored[SL_CHUNK_KIND_COUNT];
     uint64_t src_bytes, file_bytes, params;
     double seconds;
+    /* where the time went, summed over workers (thread-seconds): fetching tensors from the source
+     * (copy out of the mapping, page faults: the source read), recoding, checksumming, zstd; and
+     * the writer thread's seconds in write() and waiting for the next chunk in order */
+    double t_fetch, t_recode, t_checksum, t_compress, t_write, t_wait;
 } sl_convert_stats;
 
 /* Convert SRC (a Hugging Face DeepSeek-V3 directory, bf16 or the official fp8 release, or a

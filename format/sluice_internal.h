@@ -121,4 +121,23 @@ typedef struct sl_plan {
 int sl_plan_build(const sl_config *c, sl_plan *p, sl_error *e);
 void sl_plan_free(sl_plan *p);
 
+/* ---- a pool of malloc'd buffers (format/buf_pool.c) ------------------------------------------
+ * Converting streams thousands of same-sized chunks; handing freed buffers to the next chunk
+ * instead of back to the kernel saves the page faults (zeroing) of fresh memory each time. */
+typedef struct sl_buf_pool sl_buf_pool;
+/* Keep at most keep_bytes in at most 64 buffers, none bigger than max_buf. NULL on no memory. */
+sl_buf_pool *sl_buf_pool_create(size_t keep_bytes, size_t max_buf);
+/* A buffer of at least need bytes (*cap says how many): the smallest pooled one that fits, else
+ * malloc(need). NULL on no memory. Thread-safe. */
+void *sl_buf_pool_get(sl_buf_pool *p, size_t need, size_t *cap);
+/* Give back a malloc'd buffer of cap bytes (NULL is fine); freed when the pool is full. */
+void sl_buf_pool_put(sl_buf_pool *p, void *buf, size_t cap);
+void sl_buf_pool_destroy(sl_buf_pool *p);
+
+/* The metadata JSON for converting SRC (in format/convert_meta.c): FORMAT.md's keys, config.json and
+ * tokenizer.json (when there is one) verbatim; *tok_off and *tok_len locate the tokenizer value in
+ * it (*tok_len 0: none). *meta is malloc'd. Errors name the file: SL_E_IO, SL_E_FORMAT. */
+int sl_convert_metadata(const char *src, bool is_dir, const sl_convert_opts *o, char **meta, size_t *meta_len,
+                        size_t *tok_off, size_t *tok_len, sl_error *e);
+
 #endif

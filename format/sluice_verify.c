@@ -20,16 +20,22 @@ typedef struct verify_job {
     sl_error err;
 } verify_job;
 
+/* Buffers up to this size stay with their thread from chunk to chunk (no page faults per chunk). */
+#define KEEP_BYTES ((uint64_t)256 << 20)
+
 static void *verify_worker(void *arg)
 {
     verify_job *j = arg;
+    void *stage = NULL, *dst = NULL;
+    uint64_t stage_cap = 0, dst_cap = 0;
     pthread_mutex_lock(&j->mu);
     for (;;) {
         if (j->next >= sl_sluice_chunk_count(j->f) || j->next > j->bad)
             break;
         size_t i = j->next++;
         const sl_sluice_chunk *c = sl_sluice_chunk_at(j->f, i);
-        uint64_t need = sl_sluice_padded(c->stored_size) + c->decoded_size;
+        uint64_t padded = c->stored_size ? sl_sluice_padded(c->stored_size) : 4096;
+        uint64_t dn = c->decoded_size ? c->decoded_size : 1, need = padded + dn;
         /* A chunk bigger than the budget runs when nothing else is in flight. */
         while (j->inflight > 0 && j->inflight + need > j->budget)
             pthread_cond_wait(&j->cv, &j->mu);
@@ -37,17 +43,30 @@ static void *verify_worker(void *arg)
         pthread_mutex_unlock(&j->mu);
 
         sl_error e = {0};
-        int rc;
-        void *stage = NULL, *dst = malloc(c->decoded_size ? c->decoded_size : 1);
-        if (!dst || posix_memalign(&stage, 4096, c->stored_size ? sl_sluice_padded(c->stored_size) : 4096) != 0) {
+        int rc = 0;
+        if (padded > stage_cap) {
+            free(stage);
+            stage_cap = posix_memalign(&stage, 4096, padded) == 0 ? padded : 0;
+        }
+        if (dn > dst_cap) {
+            free(dst);
+            dst_cap = (dst = malloc(dn)) ? dn : 0;
+        }
+        if (!stage_cap || !dst_cap) {
             char what[512];
             sl_sluice_chunk_label(j->f, i, what, sizeof what);
             rc = sl_errorf(&e, SL_E_NOMEM, "%s: no memory to verify it", what);
         } else {
             rc = sl_sluice_read_chunk(j->f, i, stage, dst, &e);
         }
-        free(stage);
-        free(dst);
+        if (stage_cap > KEEP_BYTES || !stage_cap) {
+            free(stage);
+            stage = NULL, stage_cap = 0;
+        }
+        if (dst_cap > KEEP_BYTES || !dst_cap) {
+            free(dst);
+            dst = NULL, dst_cap = 0;
+        }
 
         pthread_mutex_lock(&j->mu);
         j->inflight -= need;
@@ -61,6 +80,8 @@ static void *verify_worker(void *arg)
     j->running--;
     pthread_cond_broadcast(&j->cv);
     pthread_mutex_unlock(&j->mu);
+    free(stage);
+    free(dst);
     return NULL;
 }
 

@@ -106,6 +106,7 @@ static int src_next(void *ctx, sl_io_extent *x)
 static int src_done(void *ctx, uint64_t seq, const sl_io_extent *x)
 {
     worker *w = ctx;
+    (void)seq;
     if (!w->up) {
         w->free_bufs[w->nfree++] = x->buf;
         return 0;

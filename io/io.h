@@ -70,8 +70,9 @@ enum {
 typedef struct sl_io_opts {
     unsigned depth;      /* reads (pieces) in flight at most, 1..32768; 0 means 32 */
     unsigned extents;    /* extents in flight at most; 0 means `depth` */
-    unsigned sq_entries; /* submission ring entries; 0 means min(depth, 4096). Smaller than depth
-                          * only makes batches smaller (a full ring is flushed and refilled) */
+    unsigned sq_entries; /* submission ring entries; 0 (or more than depth) means min(depth, 4096).
+                          * Smaller than depth only makes batches smaller (a full ring is flushed
+                          * and refilled) */
     uint64_t piece;      /* largest single read, bytes; 0 means 1 MiB; rounded down to a multiple
                           * of 4096, at least 4096, at most 256 MiB */
     int mode;            /* SL_IO_AUTO / SL_IO_DIRECT / SL_IO_BUFFERED */

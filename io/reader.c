@@ -72,14 +72,12 @@ int sl_io_create(const sl_io_opts *opts, sl_io **out, sl_error *e)
         o.depth = 32;
     if (o.depth > MAX_DEPTH)
         return sl_errorf(e, SL_E_ARG, "queue depth %u is over the io_uring limit of %u", o.depth, MAX_DEPTH);
-    if (o.extents == 0 || o.extents > o.depth)
-        o.extents = o.extents == 0 ? o.depth : o.extents;
+    if (o.extents == 0)
+        o.extents = o.depth;
     if (o.extents > MAX_DEPTH)
         return sl_errorf(e, SL_E_ARG, "extents in flight %u is over %u", o.extents, MAX_DEPTH);
-    if (o.sq_entries == 0)
+    if (o.sq_entries == 0 || o.sq_entries > o.depth) /* more entries than reads in flight is waste */
         o.sq_entries = o.depth < 4096 ? o.depth : 4096;
-    if (o.sq_entries > MAX_DEPTH)
-        return sl_errorf(e, SL_E_ARG, "submission ring of %u entries is over %u", o.sq_entries, MAX_DEPTH);
     if (o.piece == 0)
         o.piece = (uint64_t)1 << 20;
     if (o.piece > MAX_PIECE)

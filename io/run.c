@@ -384,9 +384,11 @@ int sl_io_run(sl_io *io, const sl_io_source *src, sl_error *e)
         if (rs.inflight == 0) {
             if (rs.failed || (io->nretry == 0 && !rs.have_cur && rs.src_done))
                 break;
-            if (io->nretry == 0 && !rs.have_cur && io->nfree_exts == 0)
-                break; /* cannot happen: every extent slot holds a finished extent */
-            continue;
+            if (io->nretry == 0 && !rs.have_cur && io->nfree_exts == 0) { /* a broken invariant */
+                fail(&rs, SL_E_IO, "io reader: stalled with no read in flight and no free extent slot");
+                break;
+            }
+            continue; /* the kernel refused a submission (EBUSY): try again */
         }
         int r = io_uring_submit_and_wait(&io->ring, 1);
         io->st.enters++;

@@ -46,9 +46,10 @@ static inline float dq_f16(const unsigned char *plane, int64_t i)
 }
 
 /* Speed: the loops below are written so gcc -O2 vectorizes them (fixed trip counts, restrict,
- * no table gathers). One row of 2048x7168 at a time, AMD EPYC (2 cores, this repo's CI box),
- * ns per weight:  fp8 table 0.44, shift path 0.18 (0.27 with a per-weight NaN select);
- * q4 pair table 0.41, int convert 0.24;  q8 0.17;  bf16 0.27;  f32 memcpy 0.22. */
+ * no table gathers). Measured while choosing (one 7168-wide row per call, AMD EPYC, ns/weight):
+ * fp8 with a 256-entry table 0.44, the shift path below 0.18 (0.27 with a per-weight NaN
+ * select instead of the per-block check); q4 with a byte -> pair table 0.41, int convert 0.24.
+ * Current figures for every format: bench/results/codec-*.md. */
 
 /* e4m3 code b -> fp32 without a table: sign to bit 31, exponent+mantissa to bits 20..26 make
  * an fp32 equal to value(b) * 2^-120 (e4m3 subnormals land on fp32 subnormals, also exact), so

@@ -1,7 +1,9 @@
-/* quant/: weight formats and their CPU reference code (decode to fp32, and later encode).
+/* quant/: weight formats and their CPU reference code, and the chunk codec.
  *
- * Today: the dtypes a Hugging Face checkpoint carries (f32, f16, bf16, fp8-e4m3) and the
- * official fp8 block scaling (one f32 `weight_scale_inv` per 128x128 block, dequant = q * s). */
+ * The dtypes a Hugging Face checkpoint carries (f32, f16, bf16, fp8-e4m3) and the official fp8
+ * block scaling (one f32 `weight_scale_inv` per 128x128 block, dequant = q * s); sluice's stored
+ * weight formats (f32, bf16, fp8, q8, q4: quantize and dequantize); the per-chunk codec (zstd or
+ * raw) with its XXH3-64 checksum. */
 #ifndef SL_QUANT_H
 #define SL_QUANT_H
 
@@ -74,7 +76,7 @@ size_t sl_wformat_bytes(sl_wformat fmt, int64_t rows, int64_t cols);
  *   Q8:  scale = amax/127 per group, rounded up to an f16, so |value - src| <= scale/2.
  *   Q4:  of two sign-aware scales, each keeping |value - src| <= |scale|/2, the one with the
  *        lower squared error of the group (quant/quantize.c gives the measurement).
- * Cost: one pass (two for Q4); allocates nothing; not for the hot path. */
+ * Cost: one pass (Q4: four short passes per group of 32); allocates nothing; converter only. */
 void sl_quantize(sl_wformat fmt, const float *src, int64_t rows, int64_t cols, void *dst);
 /* FP8 with given block scales (ceil(rows/128) x ceil(cols/128) f32, copied into dst): re-encodes
  * the dequantized values of an official fp8 tensor to the very same bytes, which recomputing
@@ -83,8 +85,8 @@ void sl_quantize_fp8_scaled(const float *src, int64_t rows, int64_t cols, const 
                             void *dst);
 /* Decode rows [r0, r0+n) of an encoded matrix into fp32 (n x cols); 0 <= r0, r0 + n <= rows.
  * FP8 values are fp8 * scale in fp32, bit-identical to sl_fp8_block_dequant.
- * Cost: one pass over n*cols weights (table lookup or int->float convert, one multiply each);
- * allocates nothing, so it can sit inside a matmul's row loop. */
+ * Cost: one pass over n*cols weights (shift or int->float convert, one multiply each; ~0.2-0.3
+ * ns per weight on one core); allocates nothing, so it can sit inside a matmul's row loop. */
 void sl_dequantize_rows(sl_wformat fmt, const void *src, int64_t rows, int64_t cols, int64_t r0,
                         int64_t n, float *dst);
 
@@ -103,15 +105,15 @@ size_t sl_codec_bound(size_t n);
 /* Encode src with zstd at `level`; if that saves less than min_saving (e.g. 0.02) of n, copy raw
  * (a zstd chunk is never larger than n). *codec_out says which was stored, *out_n its size.
  * Returns 0, SL_E_NOMEM, or SL_E_ARG when cap is too small for what must be stored (cap >=
- * sl_codec_bound(n) always suffices). Cost: zstd's speed at that level (~250 MB/s at 1-3, ~30 at
- * 9 on weights); a chunk that falls back to raw costs the compression attempt too. */
+ * sl_codec_bound(n) always suffices). Cost: zstd's speed at that level (on weights, one core:
+ * ~650 MB/s at levels 1-3, 30-140 at 9); a chunk that falls back to raw costs the attempt too. */
 int sl_codec_encode(const void *src, size_t n, int level, double min_saving, void *dst,
                     size_t cap, sl_codec *codec_out, size_t *out_n);
 /* Decode exactly `n` bytes into dst; a wrong size or a corrupt stream is SL_E_FORMAT, a
  * checksum mismatch SL_E_CHECKSUM, an unknown codec SL_E_FORMAT. `what` names the chunk in the
  * message (e.g. "chunk 1234 (layer 7 expert 200)"; NULL gives "chunk"). For RAW, src == dst is
- * allowed and only verifies. Cost: zstd decode, ~0.5-1.3 GB/s per core on weights, plus XXH3;
- * bench/results/codec-*.md has the figures. */
+ * allowed and only verifies. Cost: zstd decode plus XXH3, ~1.3 GB/s of decoded weights per
+ * core on the EPYC of bench/results/codec-*.md (raw chunks: XXH3 alone, ~20 GB/s). */
 int sl_codec_decode(sl_codec codec, const void *src, size_t src_n, void *dst, size_t n,
                     uint64_t checksum, const char *what, sl_error *e);
 

@@ -432,6 +432,33 @@ Test(convert, recoded_values_stay_within_the_format_bound)
         }
 }
 
+/* Splitting a big tensor's recoding over threads gives the very bytes one thread gives. */
+Test(convert, parallel_recode_matches_serial)
+{
+    char a[128], b[128];
+    cv_out(a, sizeof a, "serial.sluice");
+    cv_out(b, sizeof b, "parallel.sluice");
+    for (int q = SL_WF_FP8; q <= SL_WF_Q4; q++) {
+        sl_convert_opts o;
+        sl_convert_opts_default(&o);
+        o.quant = q;
+        o.threads = 1;
+        sl_error e = {0};
+        cr_assert_eq(sl_convert("tests/fixtures/tiny-b-bf16", a, &o, NULL, &e), 0, "%s", e.msg);
+        o.threads = 5;                /* 700 vocab rows: parts of 256, 256, 188 rows and two empty */
+        o.parallel_recode = 256 * 20; /* every matrix with >= 256 rows x 20 cols */
+        cr_assert_eq(sl_convert("tests/fixtures/tiny-b-bf16", b, &o, NULL, &e), 0, "%s", e.msg);
+        char *x, *y;
+        size_t nx, ny;
+        x = cv_slurp(a, &nx);
+        y = cv_slurp(b, &ny);
+        cr_assert_eq(nx, ny);
+        cr_assert_eq(memcmp(x, y, nx), 0, "--quant %s: files differ", sl_wformat_get(q)->name);
+        free(x);
+        free(y);
+    }
+}
+
 /* ---- metadata --------------------------------------------------------------------------------- */
 
 /* A copy of a fixture directory: symlinks to its files, plus extra files the test writes. */

@@ -9,11 +9,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 #include <xxhash.h>
@@ -538,32 +538,27 @@ Test(io_fault, full_queue_more_requests_than_slots_all_land)
     tio_rmdir();
 }
 
-typedef struct tio_writer {
-    int fd;
-    const unsigned char *data;
-    size_t n;
-} tio_writer;
-
-static void *tio_write_slowly(void *arg)
+/* The writer is a child process, not a thread, so the test also runs under valgrind (which lets
+ * one thread of a process run at a time and would stall a writer thread behind io_uring_enter). */
+static int tio_write_slowly(int fd, const unsigned char *data, size_t n)
 {
-    tio_writer *w = arg;
     struct timespec pause = { 0, 1000000 }; /* 1 ms */
     nanosleep(&(struct timespec){ 0, 20000000 }, NULL); /* the reader starts on an empty pipe */
-    for (size_t done = 0; done < w->n;) {
+    for (size_t done = 0; done < n;) {
         size_t k = 1 + (size_t)(done * 7919 % 3000);
-        if (k > w->n - done)
-            k = w->n - done;
-        ssize_t r = write(w->fd, w->data + done, k);
+        if (k > n - done)
+            k = n - done;
+        ssize_t r = write(fd, data + done, k);
         if (r < 0 && errno == EAGAIN) {
             nanosleep(&pause, NULL);
             continue;
         }
         if (r <= 0)
-            break;
+            return 1;
         done += (size_t)r;
         nanosleep(&pause, NULL);
     }
-    return NULL;
+    return 0;
 }
 
 /* A pipe the writer trickles into: the kernel gives short counts, which must be resumed until
@@ -585,12 +580,20 @@ Test(io_fault, short_reads_from_a_trickling_pipe_are_resumed)
     size_t len = n;
     void *buf = sl_io_buffer_alloc(len);
     cr_assert_eq(sl_io_set_buffers(io, &buf, &len, 1, &e), SL_OK, "%s", e.msg);
-    tio_writer w = { p[1], data, n };
-    pthread_t t;
-    cr_assert_eq(pthread_create(&t, NULL, tio_write_slowly, &w), 0);
+    pid_t child = fork();
+    cr_assert_geq(child, 0);
+    if (child == 0) {
+        int st = tio_write_slowly(p[1], data, n);
+        free(data);
+        sl_io_destroy(io);
+        _exit(st);
+    }
+    close(p[1]); /* if the writer dies, the reader sees end of file instead of waiting forever */
     sl_io_extent x = { .file = id, .buf = 0, .offset = 0, .len = n };
     int r = sl_io_read_extents(io, &x, 1, &e);
-    pthread_join(t, NULL);
+    int status = 0;
+    cr_assert_eq(waitpid(child, &status, 0), child);
+    cr_assert(WIFEXITED(status), "writer crashed");
     cr_assert_eq(r, SL_OK, "%s", e.msg);
     cr_assert_eq(memcmp(buf, data, n), 0);
     const sl_io_stats *st = sl_io_stats_get(io);
@@ -600,7 +603,6 @@ Test(io_fault, short_reads_from_a_trickling_pipe_are_resumed)
     sl_io_buffer_free(buf, len);
     free(data);
     close(p[0]);
-    close(p[1]);
 }
 
 /* Injected faults at the completion point: EAGAIN/EINTR streaks and short counts must be retried
@@ -676,5 +678,132 @@ Test(io_fault, injected_eagain_eintr_short_and_eio)
     free(content[0]);
     free(content[1]);
     cr_assert_eq(tio_count_fds(), fds0, "file descriptors leaked");
+    tio_rmdir();
+}
+
+/* ---- bench helpers ---- */
+
+static size_t tio_file_size(const char *path)
+{
+    struct stat st;
+    cr_assert_eq(stat(path, &st), 0, "%s: %s", path, strerror(errno));
+    return (size_t)st.st_size;
+}
+
+Test(io_bench, test_file_is_created_regrown_when_ours_and_never_overwritten_otherwise)
+{
+    tio_mkdir();
+    char path[512], foreign[512];
+    snprintf(path, sizeof path, "%s/bench.dat", tio_dir);
+    sl_error e = { 0 };
+    int created = -1;
+    cr_assert_eq(sl_io_bench_prepare_file(path, 0, &created, &e), SL_E_ARG, "missing file without a size");
+    cr_assert_not_null(strstr(e.msg, "--size"), "%s", e.msg);
+    cr_assert_eq(sl_io_bench_prepare_file(path, 100000, &created, &e), SL_OK, "%s", e.msg);
+    cr_assert_eq(created, 1);
+    cr_assert_eq(tio_file_size(path), 100000);
+    unsigned char *first = malloc(100000);
+    FILE *f = fopen(path, "rb");
+    cr_assert_eq(fread(first, 1, 100000, f), 100000);
+    fclose(f);
+    cr_assert_eq(memcmp(first, "sluice bench io", 15), 0, "no header");
+    cr_assert_eq(sl_io_bench_prepare_file(path, 50000, &created, &e), SL_OK, "%s", e.msg);
+    cr_assert_eq(created, 0);
+    cr_assert_eq(tio_file_size(path), 100000);
+    cr_assert_eq(sl_io_bench_prepare_file(path, 300001, &created, &e), SL_OK, "%s", e.msg);
+    cr_assert_eq(created, 1);
+    cr_assert_eq(tio_file_size(path), 300001);
+    unsigned char *again = malloc(100000);
+    f = fopen(path, "rb");
+    cr_assert_eq(fread(again, 1, 100000, f), 100000);
+    fclose(f);
+    cr_assert_eq(memcmp(first, again, 100000), 0, "growing rewrote existing bytes");
+
+    snprintf(foreign, sizeof foreign, "%s/precious.dat", tio_dir);
+    f = fopen(foreign, "wb");
+    fputs("not sluice's", f);
+    fclose(f);
+    cr_assert_eq(sl_io_bench_prepare_file(foreign, 1 << 20, &created, &e), SL_E_ARG);
+    cr_assert_not_null(strstr(e.msg, "refusing"), "%s", e.msg);
+    cr_assert_not_null(strstr(e.msg, foreign), "%s", e.msg);
+    cr_assert_eq(tio_file_size(foreign), 12, "foreign file was touched");
+    free(first);
+    free(again);
+    tio_rmdir();
+}
+
+Test(io_bench, points_report_rates_that_follow_from_bytes_and_time)
+{
+    tio_seed("bench_run");
+    tio_mkdir();
+    char path[512];
+    snprintf(path, sizeof path, "%s/bench.dat", tio_dir);
+    sl_error e = { 0 };
+    int created;
+    cr_assert_eq(sl_io_bench_prepare_file(path, 8u << 20, &created, &e), SL_OK, "%s", e.msg);
+    for (int pat = SL_IO_BENCH_SEQ; pat <= SL_IO_BENCH_CHUNKS; pat++) {
+        sl_io_bench_opts o = { .path = path, .pattern = pat, .bs = pat == SL_IO_BENCH_CHUNKS ? 12288 : 65536,
+                               .qd = 1 + (unsigned)tio_below(8), .threads = 1 + (unsigned)tio_below(2),
+                               .seconds = 0.05, .piece = 16384, .seed = tio_rand() };
+        sl_io_bench_result r;
+        cr_assert_eq(sl_io_bench_run(&o, &r, &e), SL_OK, "%s: %s", sl_io_bench_pattern_name(pat), e.msg);
+        cr_assert_gt(r.requests, 0);
+        cr_assert_eq(r.bytes, r.requests * o.bs, "%s: bytes are not whole requests", sl_io_bench_pattern_name(pat));
+        cr_assert_geq(r.seconds, o.seconds);
+        cr_assert_float_eq(r.gbps, (double)r.bytes / r.seconds / 1e9, 1e-12);
+        cr_assert_float_eq(r.iops, (double)r.requests / r.seconds, 1e-9);
+        cr_assert(r.lat_p50_us > 0 && r.lat_p50_us <= r.lat_p99_us && r.lat_p99_us <= r.lat_p999_us &&
+                  r.lat_p999_us <= r.lat_max_us * 1.04, "latencies out of order");
+        cr_assert(r.busy > 0 && r.busy <= 1.0 + 1e-9, "busy %f", r.busy);
+    }
+    sl_io_bench_opts big = { .path = path, .bs = 16u << 20, .qd = 1, .threads = 1, .seconds = 0.01 };
+    sl_io_bench_result r;
+    cr_assert_eq(sl_io_bench_run(&big, &r, &e), SL_E_ARG, "request larger than the file accepted");
+    cr_assert_not_null(strstr(e.msg, path), "%s", e.msg);
+    big.bs = 4096;
+    big.gpu = 1;
+    int rc = sl_io_bench_run(&big, &r, &e);
+#ifdef SL_HAVE_CUDA
+    cr_assert(rc == SL_OK || rc == SL_E_DEVICE, "--gpu: %d %s", rc, e.msg);
+#else
+    cr_assert_eq(rc, SL_E_UNSUPPORTED);
+    cr_assert_not_null(strstr(e.msg, "without CUDA"), "%s", e.msg);
+#endif
+    tio_rmdir();
+}
+
+Test(io_bench, svg_draws_one_line_per_series)
+{
+    tio_mkdir();
+    char path[512];
+    snprintf(path, sizeof path, "%s/plot.svg", tio_dir);
+    sl_io_bench_result r[6];
+    memset(r, 0, sizeof r);
+    for (int i = 0; i < 6; i++) {
+        r[i].o.path = "/x/<odd>&name";
+        r[i].o.pattern = i < 3 ? SL_IO_BENCH_SEQ : SL_IO_BENCH_CHUNKS;
+        r[i].o.bs = i < 3 ? 1u << 20 : 25001984;
+        r[i].o.qd = 1u << (2 * (i % 3));
+        r[i].o.threads = 1;
+        r[i].gbps = 0.5 + i;
+    }
+    sl_error e = { 0 };
+    cr_assert_eq(sl_io_bench_plot_svg(path, r, 6, &e), SL_OK, "%s", e.msg);
+    FILE *f = fopen(path, "r");
+    char *s = calloc(1, 1 << 16);
+    size_t n = fread(s, 1, (1 << 16) - 1, f);
+    fclose(f);
+    cr_assert_gt(n, 0);
+    int lines = 0, circles = 0;
+    for (const char *p = s; (p = strstr(p, "<polyline")); p++)
+        lines++;
+    for (const char *p = s; (p = strstr(p, "<circle")); p++)
+        circles++;
+    cr_assert_eq(lines, 2);
+    cr_assert_eq(circles, 6);
+    cr_assert_not_null(strstr(s, "&lt;odd&gt;&amp;name"), "file name not escaped");
+    cr_assert_not_null(strstr(s, "</svg>"));
+    cr_assert_eq(sl_io_bench_plot_svg("/nonexistent-dir/p.svg", r, 6, &e), SL_E_IO);
+    free(s);
     tio_rmdir();
 }
