@@ -18,6 +18,11 @@ int sl_cmd_synth(int argc, char **argv);
 int sl_cmd_convert(int argc, char **argv);
 int sl_cmd_inspect(int argc, char **argv);
 
+/* A tokenizer from a tokenizer.json (or a directory holding one) or a .sluice file's embedded
+ * copy. */
+struct sl_tokenizer;
+int sl_cli_open_tokenizer(const char *path, struct sl_tokenizer **out, sl_error *e);
+
 /* "sluice: <msg>" on stderr, one line. */
 void sl_cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 

@@ -238,29 +238,15 @@ static int open_tokenizer(run_state *s, sl_error *e)
     char path[4200];
     const char *tp = s->a->tokenizer;
     struct stat sb;
-    if (!tp && stat(s->a->model, &sb) == 0 && S_ISREG(sb.st_mode)) {
-        /* a .sluice file carries the tokenizer.json its source had */
-        sl_sluice *f;
-        int rc = sl_sluice_open(s->a->model, &f, e);
-        if (rc)
-            return rc;
-        size_t len;
-        const char *json = sl_sluice_tokenizer(f, &len);
-        char origin[4300];
-        snprintf(origin, sizeof origin, "%s: embedded tokenizer", s->a->model);
-        rc = json ? sl_tokenizer_load_json(json, len, NULL, 0, origin, &s->tok, e)
-                  : sl_errorf(e, SL_E_MISSING, "%s: no tokenizer embedded (give --tokenizer PATH)",
-                              s->a->model);
-        sl_sluice_close(f);
-        return rc;
-    }
+    if (!tp && stat(s->a->model, &sb) == 0 && S_ISREG(sb.st_mode))
+        tp = s->a->model; /* a .sluice file carries the tokenizer.json its source had */
     if (!tp && stat(s->a->model, &sb) == 0 && S_ISDIR(sb.st_mode)) {
         snprintf(path, sizeof path, "%s/tokenizer.json", s->a->model);
         tp = path;
     }
     if (!tp)
         return sl_errorf(e, SL_E_MISSING, "%s: no tokenizer (give --tokenizer PATH)", s->a->model);
-    return sl_tokenizer_load(tp, &s->tok, e);
+    return sl_cli_open_tokenizer(tp, &s->tok, e);
 }
 
 static int run_open(run_state *s, run_args *a)

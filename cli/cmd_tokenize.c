@@ -15,8 +15,8 @@ static const char tokenize_usage[] =
     "  Encode the \"text\" of every line of IN.jsonl (one JSON object per line; - for stdin) and\n"
     "  write one line {\"ids\": [...]} per input line to stdout, in order. No BOS/EOS is added;\n"
     "  special-token text such as <｜User｜> becomes its token.\n"
-    "  TOKENIZER is a Hugging Face tokenizer.json (or a directory holding one); a\n"
-    "  tokenizer_config.json beside it supplies bos/eos. (.sluice files are not accepted yet.)\n";
+    "  TOKENIZER is a Hugging Face tokenizer.json (or a directory holding one; a\n"
+    "  tokenizer_config.json beside it supplies bos/eos) or a .sluice file that embeds one.\n";
 
 /* cJSON cuts strings at NUL, so a text with an escaped \u0000 would be silently shortened: find
  * one (an escape, i.e. after an even number of backslashes) and refuse the line instead. */
@@ -74,7 +74,7 @@ int sl_cmd_tokenize(int argc, char **argv)
 
     sl_error err = {0};
     sl_tokenizer *tok;
-    if (sl_tokenizer_load(tok_path, &tok, &err)) {
+    if (sl_cli_open_tokenizer(tok_path, &tok, &err)) {
         sl_cli_error("%s", err.msg);
         return 1;
     }

@@ -164,3 +164,17 @@ Test(run_e2e, chat_in_a_terminal_ctrl_c_and_two_turns, .init = e2e_setup, .timeo
     cr_assert(strstr(acc, "generated"), "no stats line:\n%s", acc);
     close(master);
 }
+
+/* `sluice tokenize` reads the tokenizer a .sluice file embeds and gives the same ids as the
+ * tokenizer.json it came from. */
+Test(run_e2e, tokenize_accepts_a_sluice_file, .init = e2e_setup)
+{
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd,
+             "printf '%%s\\n' '{\"text\":\"Hello, 世界! 12345 <｜User｜>\"}' '{\"text\":\"  code: x=1\\\\r\\\\n\"}' > /tmp/sl-tok-in.jsonl && "
+             "build/sluice tokenize %s --jsonl /tmp/sl-tok-in.jsonl > /tmp/sl-tok-a && "
+             "build/sluice tokenize " E2E_TOKENIZER " --jsonl /tmp/sl-tok-in.jsonl > /tmp/sl-tok-b && "
+             "cmp -s /tmp/sl-tok-a /tmp/sl-tok-b && test $(wc -l < /tmp/sl-tok-a) -eq 2",
+             e2e_model);
+    cr_assert_eq(system(cmd), 0, "tokenize through the .sluice file differs or failed");
+}
