@@ -41,6 +41,7 @@ typedef struct sl_cli_engine_opts {
     int device;
     bool no_prefetch;
     int threads;
+    int policy; /* sl_cache_policy + 1; 0: the default (LFU) */
 } sl_cli_engine_opts;
 extern const char sl_cli_engine_usage[];
 /* If argv[*i] is an engine option, take it (and its value, advancing *i) and return 1; 0 when it

@@ -58,6 +58,15 @@ int sl_cli_engine_option(sl_cli_engine_opts *o, int argc, char **argv, int *i)
         (*i)++;
         return 1;
     }
+    if (!strcmp(opt, "--cache")) {
+        if (!v || (strcmp(v, "lru") && strcmp(v, "lfu"))) {
+            sl_cli_error("--cache: expected lru or lfu, got \"%s\"", v ? v : "");
+            return -1;
+        }
+        o->policy = 1 + (!strcmp(v, "lfu") ? SL_CACHE_LFU : SL_CACHE_LRU);
+        (*i)++;
+        return 1;
+    }
     if (!strcmp(opt, "--no-prefetch")) {
         o->no_prefetch = true;
         return 1;
@@ -78,6 +87,7 @@ const char sl_cli_engine_usage[] =
     "  --vram SIZE          backend memory for weights, activations and KV cache (default: GPU:\n"
     "                       free memory less 1 GiB; CPU: every expert gets a slot)\n"
     "  --ram SIZE           host expert cache (default: 1/4 of available memory)\n"
+    "  --cache lfu|lru      which expert in a VRAM slot gives way (default lfu; host cache is LRU)\n"
     "  --no-prefetch        do not guess and preload the next layer's experts\n"
     "  --trace FILE.json    Chrome trace events (open in Perfetto)\n"
     "  --threads N          CPU threads (default: all cores)\n";
@@ -119,7 +129,8 @@ int sl_cli_engine_open(sl_cli_engine *en, const char *path, const sl_cli_engine_
 #endif
         sl_stream_opts so = {.backend_budget = budget, .host_budget = o->ram, .workers = 0,
                              .prefetch = !o->no_prefetch, .trace_path = o->trace,
-                             .max_tokens = max_tokens, .max_ctx = max_ctx};
+                             .max_tokens = max_tokens, .max_ctx = max_ctx,
+                             .policy = o->policy ? (sl_cache_policy)(o->policy - 1) : SL_CACHE_LFU};
         rc = sl_stream_open(path, en->b, &so, &en->st, &en->m, &e);
     } else if (rc == 0) {
         if (o->ram || o->trace)

@@ -61,13 +61,16 @@ int sl_stream_open(const char *path, sl_backend *b, const sl_stream_opts *o, sl_
     st->queued = calloc(keys, 1);
     st->hinted = calloc(keys, 1);
     st->wanted = calloc(keys, 1);
+    st->freq = calloc(keys, sizeof(uint32_t));
+    st->touched = calloc(keys, 1);
+    st->policy = o->policy;
     st->want = calloc((size_t)st->E + 1, sizeof(int32_t));
     st->given = calloc((size_t)st->E + 1, 1);
     st->q_cap = (int)keys * 2 + 8;
     st->dq = malloc((size_t)st->q_cap * sizeof(int));
     st->pq = malloc((size_t)st->q_cap * sizeof(int));
     if (!st->chunk_of || !st->t1_of || !st->t2_of || !st->queued || !st->hinted || !st->wanted ||
-        !st->want || !st->given || !st->dq || !st->pq)
+        !st->want || !st->given || !st->dq || !st->pq || !st->freq || !st->touched)
         return fail(st, sl_errorf(e, SL_E_NOMEM, "%s: no memory for the expert index", path));
 
     /* slot size: the largest expert chunk; resident bytes: everything else */
@@ -94,6 +97,8 @@ int sl_stream_open(const char *path, sl_backend *b, const sl_stream_opts *o, sl_
         if (ch->layer < 0 || ch->layer >= st->layers || ch->expert < 0 || ch->expert >= st->E)
             return fail(st, sl_errorf(e, SL_E_FORMAT, "%s: chunk %zu names layer %d expert %d",
                                       path, i, ch->layer, ch->expert));
+        if (ch->expert == 0)
+            st->stats.moe_layers++;
         st->chunk_of[ch->layer * st->E + ch->expert] = (int)i;
         if (ch->decoded_size > st->slot_bytes)
             st->slot_bytes = ch->decoded_size;
@@ -102,6 +107,7 @@ int sl_stream_open(const char *path, sl_backend *b, const sl_stream_opts *o, sl_
     st->slot_bytes = (st->slot_bytes + 255) & ~(size_t)255;
     st->stats.resident_bytes = resident;
     st->stats.slot_bytes = st->slot_bytes;
+    st->stats.experts = st->E;
 
     /* tier 1: what the backend budget leaves after the resident weights, at least 2 slots */
     if (n_expert_chunks > 0) {
@@ -254,6 +260,8 @@ void sl_stream_close(sl_stream *st)
     free(st->queued);
     free(st->hinted);
     free(st->wanted);
+    free(st->freq);
+    free(st->touched);
     free(st->want);
     free(st->given);
     free(st->dq);
@@ -282,7 +290,9 @@ void sl_stream_summary(const sl_stream *st, double wall, char *buf, size_t n)
              "disk: %llu chunks, %.3f GB read (%.3f GB needed by the tokens' experts), %.2f GB/s while "
              "reading, %.2f GB/s over the run\n"
              "prefetch: %llu guesses, %.1f%% right; %llu loads issued, %llu used; compute waited "
-             "%.1f%% of %.2f s\n",
+             "%.1f%% of %.2f s\n"
+             "routing: %.1f distinct experts per MoE layer (of %d) over the run; cache policy %s\n"
+             "backend: %.3f GB resident weights + run state + KV cache, %d slots of %.3f MB\n",
              (unsigned long long)s.requests, s.tier1_slots, 100.0 * s.tier1_hits / req, s.tier2_slots,
              100.0 * s.tier2_hits / req, 100.0 * s.misses / req,
              (unsigned long long)s.tier1_evictions, (unsigned long long)s.tier2_evictions,
@@ -291,5 +301,8 @@ void sl_stream_summary(const sl_stream *st, double wall, char *buf, size_t n)
              wall > 0 ? s.bytes_read / 1e9 / wall : 0.0, (unsigned long long)s.predicted,
              s.predicted ? 100.0 * s.predicted_right / s.predicted : 0.0,
              (unsigned long long)s.prefetch_issued, (unsigned long long)s.prefetch_used,
-             wall > 0 ? 100.0 * s.wait_seconds / wall : 0.0, wall);
+             wall > 0 ? 100.0 * s.wait_seconds / wall : 0.0, wall,
+             s.moe_layers ? (double)s.distinct / s.moe_layers : 0.0, s.experts,
+             st->policy == SL_CACHE_LFU ? "LFU" : "LRU", s.fixed_bytes / 1e9, s.tier1_slots,
+             s.slot_bytes / 1e6);
 }

@@ -60,6 +60,8 @@ static int take_t2(sl_stream *st)
         t2_slot *s = &st->t2[i];
         if (s->state == T2_EMPTY)
             return i;
+        /* tier 2 stays LRU: prefetched chunks have no requests yet and LFU would drop them first
+         * (measured: bench/results/cache-policy-2026-11-24.md) */
         if (s->state == T2_READY && s->users == 0 && !st->wanted[s->key] &&
             (best < 0 || s->tick < st->t2[best].tick))
             best = i;
@@ -167,6 +169,11 @@ static int sp_experts_request(sl_weight_provider *p, int layer, const int32_t *e
         st->want[i] = experts[i];
         st->given[i] = 0;
         st->wanted[key] = 1;
+        st->freq[key]++;
+        if (!st->touched[key]) {
+            st->touched[key] = 1;
+            st->stats.distinct++;
+        }
         st->stats.requests++;
         st->stats.bytes_needed += sl_sluice_chunk_at(st->file, (size_t)st->chunk_of[key])->decoded_size;
         if (st->hinted[key]) {
@@ -204,7 +211,8 @@ static int take_t1(sl_stream *st)
         t1_slot *s = &st->t1[i];
         if (s->key < 0)
             return i;
-        if (s->refs == 0 && (best < 0 || s->tick < st->t1[best].tick))
+        if (s->refs == 0 &&
+            (best < 0 || sl_stream_evict_before(st, s->key, s->tick, st->t1[best].key, st->t1[best].tick)))
             best = i;
     }
     if (best >= 0) {

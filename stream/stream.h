@@ -21,6 +21,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Which expert in a backend slot (tier 1) gives way: least recently used, or least frequently
+ * requested (ties: the least recent). The host cache (tier 2) is always LRU, because prefetched
+ * chunks have no requests yet and LFU evicts them first. bench/results/cache-policy-*.md has
+ * the measurement behind the default (LFU). */
+typedef enum { SL_CACHE_LRU = 0, SL_CACHE_LFU = 1 } sl_cache_policy;
+
 typedef struct sl_stream_opts {
     size_t backend_budget; /* bytes of backend memory for everything: resident weights, run
                             * state, a KV cache of max_ctx, expert slots; 0: every expert gets a
@@ -31,6 +37,7 @@ typedef struct sl_stream_opts {
     const char *trace_path; /* Chrome trace events JSON written at close; NULL: none */
     int max_tokens;        /* tokens per forward call */
     int max_ctx;           /* context the caller's KV cache will hold (budget accounting) */
+    sl_cache_policy policy;
 } sl_stream_opts;
 
 /* Counters, cumulative since open. */
@@ -45,6 +52,8 @@ typedef struct sl_stream_stats {
     uint64_t bytes_needed;      /* decoded bytes of every requested expert: what tokens needed */
     uint64_t prefetch_issued, prefetch_used;     /* hints loaded / later requested */
     uint64_t predicted, predicted_right;         /* hinted experts / hinted that were requested */
+    uint64_t distinct;          /* distinct (layer, expert) pairs ever requested */
+    int moe_layers, experts;    /* for routing diversity: distinct / moe_layers of `experts` */
     double read_seconds;        /* summed over workers */
     double wait_seconds;        /* compute thread blocked in expert_next */
     int tier1_slots, tier2_slots;

@@ -55,6 +55,9 @@ struct sl_stream {
     uint8_t *queued;          /* (layers * E) 0 no, 1 prefetch, 2 demand */
     uint8_t *hinted;          /* (layers * E) hinted and not yet requested */
     uint8_t *wanted;          /* (layers * E) requested and not yet handed out */
+    uint32_t *freq;           /* (layers * E) times requested (LFU) */
+    uint8_t *touched;         /* (layers * E) ever requested (routing diversity) */
+    sl_cache_policy policy;
     t1_slot *t1;
     int n1;
     t2_slot *t2;
@@ -91,6 +94,13 @@ struct sl_stream {
 };
 
 extern const sl_weight_provider sl_stream_provider_ops;
+/* true when slot a (key ka, tick ta) should give way before slot b under the policy */
+static inline bool sl_stream_evict_before(const sl_stream *st, int ka, uint64_t ta, int kb, uint64_t tb)
+{
+    if (st->policy == SL_CACHE_LFU && st->freq[ka] != st->freq[kb])
+        return st->freq[ka] < st->freq[kb];
+    return ta < tb;
+}
 void *sl_stream_worker_main(void *arg);
 /* Record one event (no allocation: drops events past the preallocated capacity). */
 void sl_trace_add(sl_stream *st, const char *name, int key, int tid, double t0, double t1);
