@@ -9,7 +9,7 @@
 #        COMMIT (when the tree has no .git).
 #
 # Each point runs fio (io_uring engine, O_DIRECT) and `sluice bench io` REPS times, alternating
-# (fio, sluice, fio, sluice, ...) so drift in the drive or the host hits both alike, and reports
+# (fio, sluice, sluice, fio, fio, ...) so drift in the drive or the host hits both alike, and reports
 # the median of each and their ratio. Goal: sluice >= 0.95 x fio for 1 MiB and 16 MiB sequential
 # reads and random 25 MB chunk reads at qd 4-64.
 # Writes $OUT/io-$MACHINE-$DATE.csv (every run) and .md (medians, ratio, verdict), with the
@@ -88,8 +88,13 @@ fi
 for p in $POINTS; do
     IFS=: read -r pat bs qd <<<"$p"
     for rep in $(seq 1 "$REPS"); do
-        read -r fg fp < <(fio_run "$pat" "$bs" "$qd")
-        read -r sg sp < <(sluice_run "$pat" "$bs" "$qd")
+        if [ $((rep % 2)) -eq 1 ]; then # swap who goes first each run: no order bias
+            read -r fg fp < <(fio_run "$pat" "$bs" "$qd")
+            read -r sg sp < <(sluice_run "$pat" "$bs" "$qd")
+        else
+            read -r sg sp < <(sluice_run "$pat" "$bs" "$qd")
+            read -r fg fp < <(fio_run "$pat" "$bs" "$qd")
+        fi
         echo "$pat,$bs,$qd,$rep,$fg,$sg,$fp,$sp" >>"$CSV"
         printf '%-7s %9s qd %-3s run %s: fio %6.3f GB/s  sluice %6.3f GB/s  ratio %.3f\n' \
             "$pat" "$bs" "$qd" "$rep" "$fg" "$sg" "$(python3 -c "print($sg/$fg if $fg else 0)")" >&2
