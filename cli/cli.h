@@ -42,6 +42,7 @@ typedef struct sl_cli_engine_opts {
     bool no_prefetch;
     int threads;
     int policy; /* sl_cache_policy + 1; 0: the default (LFU) */
+    int prefetch_width; /* 0: the model's experts per token */
 } sl_cli_engine_opts;
 extern const char sl_cli_engine_usage[];
 /* If argv[*i] is an engine option, take it (and its value, advancing *i) and return 1; 0 when it

@@ -67,6 +67,12 @@ int sl_cli_engine_option(sl_cli_engine_opts *o, int argc, char **argv, int *i)
         (*i)++;
         return 1;
     }
+    if (!strcmp(opt, "--prefetch-width")) {
+        if (sl_cli_parse_int(opt, v, 1, 1024, &o->prefetch_width))
+            return -1;
+        (*i)++;
+        return 1;
+    }
     if (!strcmp(opt, "--no-prefetch")) {
         o->no_prefetch = true;
         return 1;
@@ -89,6 +95,7 @@ const char sl_cli_engine_usage[] =
     "  --ram SIZE           host expert cache (default: 1/4 of available memory)\n"
     "  --cache lfu|lru      which expert in a VRAM slot gives way (default lfu; host cache is LRU)\n"
     "  --no-prefetch        do not guess and preload the next layer's experts\n"
+    "  --prefetch-width K   experts guessed per token for the next layer (default: as routed)\n"
     "  --trace FILE.json    Chrome trace events (open in Perfetto)\n"
     "  --threads N          CPU threads (default: all cores)\n";
 
@@ -136,6 +143,10 @@ int sl_cli_engine_open(sl_cli_engine *en, const char *path, const sl_cli_engine_
         if (o->ram || o->trace)
             fprintf(stderr, "sluice: note: %s is loaded whole; --ram/--trace apply to .sluice files\n", path);
         rc = sl_model_load_hf(path, en->b, max_tokens, &en->m, &e);
+    }
+    if (rc == 0 && o->prefetch_width && sl_model_set_prefetch_width(en->m, o->prefetch_width)) {
+        rc = sl_errorf(&e, SL_E_ARG, "--prefetch-width %d: between 1 and twice the experts per token",
+                       o->prefetch_width);
     }
     if (rc) {
         sl_cli_error("%s", e.msg);

@@ -71,6 +71,7 @@ static int hint_next_layer(sl_model *m, int layer, int T, sl_error *e)
     int E = c->n_routed_experts, K = c->num_experts_per_tok, H = c->hidden_size;
     op->rmsnorm(b, s->exp_x, H, s->x, H, l->ffn_norm, T, H, c->rms_norm_eps);
     op->matmul(b, s->router_logits, s->exp_x, &l->router, T);
+    K = m->prefetch_width;
     op->moe_route(b, s->route_idx, s->route_w, s->router_logits, l->router_bias, T, E, c->n_group,
                   c->topk_group, K, c->norm_topk_prob, c->routed_scaling_factor);
     if ((rc = op->download(b, s->h_route_idx, s->route_idx, (size_t)T * K * sizeof(int32_t))))

@@ -213,6 +213,11 @@ size_t sl_model_runtime_bytes(const sl_model *m);
 typedef enum { SL_ATTN_AUTO, SL_ATTN_NAIVE, SL_ATTN_ABSORBED } sl_attn_mode;
 void sl_model_set_attn_mode(sl_model *m, sl_attn_mode mode);
 
+/* How many experts per token the next-layer guess names (default num_experts_per_tok; at most
+ * twice that). A wider guess reads more but leaves fewer misses for after the router.
+ * SL_E_ARG outside [1, 2 x num_experts_per_tok]. */
+int sl_model_set_prefetch_width(sl_model *m, int width);
+
 /* Run n tokens (1 <= n <= max_tokens) at positions kv->len .. kv->len+n-1, append them to the
  * cache, and write logits to host memory: (n, vocab) when all_logits, else (1, vocab) for the
  * last token. Token ids >= vocab or a full cache give SL_E_ARG naming the position. */

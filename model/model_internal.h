@@ -52,6 +52,7 @@ struct sl_model {
     int32_t *h_experts_used;      /* (experts) distinct experts of the current layer, host */
     int32_t *h_hint_list;         /* (experts) prefetch guess for the next layer */
     uint8_t *h_hint_mark;         /* (experts) */
+    int prefetch_width;           /* experts guessed per token for the next layer */
 };
 
 void sl_resident_provider_init(sl_model *m);

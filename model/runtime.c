@@ -57,15 +57,17 @@ int sl_model_init_runtime(sl_model *m, int max_tokens, sl_error *e)
     ALLOC(s->ffn_u, (size_t)T * ffn);
     ALLOC(s->exp_x, (size_t)T * H);
     ALLOC(s->router_logits, (size_t)T * (E > 0 ? E : 1));
-    ALLOC(s->route_idx, (size_t)T * (K > 0 ? K : 1));
-    ALLOC(s->route_w, (size_t)T * (K > 0 ? K : 1));
+    /* routing buffers also hold the prefetch guess, up to 2K candidates per token */
+    int K2 = 2 * (K > 0 ? K : 1);
+    ALLOC(s->route_idx, (size_t)T * K2);
+    ALLOC(s->route_w, (size_t)T * K2);
     ALLOC(s->exp_rows, (size_t)T * (K > 0 ? K : 1));
     ALLOC(s->exp_rows_w, (size_t)T * (K > 0 ? K : 1));
     ALLOC(s->ids, T);
     ALLOC(s->pos, T);
     ALLOC(s->logits, (size_t)T * c->vocab_size);
-    HALLOC(s->h_route_idx, (size_t)T * K);
-    HALLOC(s->h_route_w, (size_t)T * K);
+    HALLOC(s->h_route_idx, (size_t)T * K2);
+    HALLOC(s->h_route_w, (size_t)T * K2);
     HALLOC(s->h_exp_rows, (size_t)T * K);
     HALLOC(s->h_exp_rows_w, (size_t)T * K);
     HALLOC(s->h_ids, T);
@@ -74,6 +76,7 @@ int sl_model_init_runtime(sl_model *m, int max_tokens, sl_error *e)
     HALLOC(s->h_exp_start, E);
     HALLOC(m->h_experts_used, E);
     HALLOC(m->h_hint_list, E);
+    m->prefetch_width = K;
     HALLOC(m->h_hint_mark, E);
     sl_resident_provider_init(m);
     return 0;
@@ -82,6 +85,19 @@ int sl_model_init_runtime(sl_model *m, int max_tokens, sl_error *e)
 const sl_config *sl_model_config(const sl_model *m) { return &m->cfg; }
 
 void sl_model_set_attn_mode(sl_model *m, sl_attn_mode mode) { m->attn_mode = mode; }
+
+int sl_model_set_prefetch_width(sl_model *m, int width)
+{
+    const sl_config *c = &m->cfg;
+    int most = 2 * c->num_experts_per_tok;
+    int eligible = c->n_group > 0 ? c->topk_group * (c->n_routed_experts / c->n_group) : c->n_routed_experts;
+    if (most > eligible)
+        most = eligible;
+    if (width < 1 || width > most)
+        return SL_E_ARG;
+    m->prefetch_width = width;
+    return 0;
+}
 
 static void free_w(sl_backend *b, sl_weight *w)
 {
