@@ -53,10 +53,13 @@ for f in ('seq','rand'):
     # the fraction 24 GB holds of the real model's 14,848 (so hit rates look like the full 61 layers)
     for VR in ${VRAMS:-24G 4G}; do
         for RAM in ${RAMS:-4G 64G}; do
-            sync; echo 3 > /proc/sys/vm/drop_caches
-            log "decode --vram $VR --ram $RAM"
-            timeout 300 $B/sluice generate $MODEL --tokens 1,2,3,4,5,6,7,8 -n ${NTOK:-24} --greedy --vram $VR \
-                --ram $RAM --trace "$OUT/trace-vram$VR-ram$RAM.json" 2>&1 | tee "$OUT/decode-vram$VR-ram$RAM.log" | tail -7
+            for W in ${WIDTHS:-8}; do
+                sync; echo 3 > /proc/sys/vm/drop_caches
+                TAG=vram$VR-ram$RAM-w$W
+                log "decode --vram $VR --ram $RAM --prefetch-width $W"
+                timeout 300 $B/sluice generate $MODEL --tokens 1,2,3,4,5,6,7,8 -n ${NTOK:-24} --greedy --vram $VR \
+                    --ram $RAM --prefetch-width $W --trace "$OUT/trace-$TAG.json" 2>&1 | tee "$OUT/decode-$TAG.log" | tail -8
+            done
         done
     done
 fi
