@@ -180,9 +180,9 @@ int sl_cmd_convert(int argc, char **argv)
            st.seconds, st.seconds > 0 ? (double)st.src_bytes / st.seconds / 1e9 : 0.0,
            st.seconds > 0 ? (double)st.file_bytes / st.seconds / 1e9 : 0.0);
     /* What limited it: worker thread-seconds by phase against the writer's own time. */
-    printf("time: workers %.1f s fetching the source, %.1f s recoding, %.1f s checksums, %.1f s zstd "
-           "(%d threads); writer %.1f s writing, %.1f s waiting for the next chunk\n",
-           st.t_fetch, st.t_recode, st.t_checksum, st.t_compress,
-           o.threads ? o.threads : (int)sysconf(_SC_NPROCESSORS_ONLN), st.t_write, st.t_wait);
+    printf("time: %d workers spent %.1f s fetching the source, %.1f s recoding, %.1f s on checksums, "
+           "%.1f s in zstd, %.1f s writing; the file-order loop waited %.1f s for the next chunk\n",
+           o.threads ? o.threads : (int)sysconf(_SC_NPROCESSORS_ONLN), st.t_fetch, st.t_recode, st.t_checksum,
+           st.t_compress, st.t_write, st.t_wait);
     return 0;
 }

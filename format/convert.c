@@ -1,10 +1,12 @@
 /* The converter: Hugging Face checkpoint (or .sluice file) -> .sluice, streaming.
  *
- * Chunks are produced in file order by `threads` workers (fetch each tensor from the weight
- * source, recode it when its target format differs, checksum, zstd) and appended by the calling
- * thread, the only writer, as they complete in order. At most 2 x threads chunks are in flight
- * and their estimated bytes stay under mem_budget (a chunk above it runs alone), so memory is
- * bounded by the largest chunks, not by the model: the real input is ~690 GB in 163 shards. */
+ * Chunks are claimed in file order by `threads` workers (fetch each tensor from the weight source,
+ * recode it when its target format differs, checksum, zstd). The calling thread assigns each
+ * finished chunk its place in file order (sl_sluice_writer_reserve) and the worker that made it
+ * writes it there, so writes run in parallel (one writer thread managed ~1.5 GB/s into tmpfs on
+ * the H100 machine: bench/results/convert-*). At most 2 x threads chunks are in flight and their
+ * estimated bytes stay under mem_budget (a chunk above it runs alone), so memory is bounded by the
+ * largest chunks, not by the model: the real input is ~690 GB in 163 shards. */
 #include "format/format.h"
 #include "format/sluice_internal.h"
 #include "quant/quant.h"
@@ -28,10 +30,14 @@ void sl_convert_opts_default(sl_convert_opts *o)
     *o = (sl_convert_opts){.quant = -1, .expert_quant = -1, .zstd_level = 3, .min_saving = 0.02};
 }
 
-enum { SLOT_FREE, SLOT_BUSY, SLOT_DONE };
+/* A slot's life: FREE -> BUSY (a worker builds chunk `chunk`) -> DONE (built, or failed with rc)
+ * -> PLACED (the writer loop gave it `offset`; its worker writes it) -> FREE. */
+enum { SLOT_FREE, SLOT_BUSY, SLOT_DONE, SLOT_PLACED };
 
 typedef struct slot {
     int state;
+    uint32_t chunk;
+    uint64_t offset;
     int rc;
     sl_error err;
     sl_sluice_chunk ch;
@@ -47,15 +53,17 @@ typedef struct engine {
     const sl_convert_opts *o;
     pthread_mutex_t mu;
     pthread_cond_t cv;        /* any state change; CLOCK_MONOTONIC */
-    uint32_t next_claim, next_write, window;
+    uint32_t next_claim, next_write, window; /* next_write: chunks placed so far */
     uint64_t inflight, budget;
     slot *slots;              /* [window], chunk i in slots[i % window] */
     atomic_int abort;
     atomic_uint_least64_t src_bytes;
-    int failed;               /* a worker failed: stop early, the error is in its slot */
+    int rc;                   /* the first worker error (building or writing a chunk) */
+    sl_error err;
+    sl_sluice_writer *w;
     sl_buf_pool *pool;        /* chunk-sized buffers passed from chunk to chunk */
     int threads;
-    atomic_uint_least64_t ns_fetch, ns_recode, ns_checksum, ns_compress; /* worker time by phase */
+    atomic_uint_least64_t ns_fetch, ns_recode, ns_checksum, ns_compress, ns_write; /* worker time */
 } engine;
 
 typedef struct scratch {      /* one worker's buffers */
@@ -260,6 +268,7 @@ static int make_chunk(engine *E, scratch *sc, uint32_t ci, slot *s, sl_error *e)
     atomic_fetch_add(&E->ns_checksum, ns_since(t0));
     s->ch.codec = SL_CODEC_RAW;
     s->ch.stored_size = end;
+    s->ch.stored_checksum = s->ch.checksum;
     s->stored = buf;
     s->stored_cap = cap;
     if (o->zstd_level > 0 && end > 0) {
@@ -282,6 +291,9 @@ static int make_chunk(engine *E, scratch *sc, uint32_t ci, slot *s, sl_error *e)
             s->stored_cap = zcap;
             s->ch.codec = SL_CODEC_ZSTD;
             s->ch.stored_size = zn;
+            t0 = sl_now();
+            s->ch.stored_checksum = sl_checksum(z, zn);
+            atomic_fetch_add(&E->ns_checksum, ns_since(t0));
         } else {
             sl_buf_pool_put(E->pool, z, zcap);
         }
@@ -295,6 +307,14 @@ static uint64_t estimate(const sl_plan_chunk *c)
     return c->params * 4 + SL_SLUICE_ALIGN;
 }
 
+static void fail_locked(engine *E, int rc, const sl_error *err)
+{
+    if (E->rc == 0) {
+        E->rc = rc;
+        E->err = *err;
+    }
+}
+
 static void *worker(void *arg)
 {
     engine *E = arg;
@@ -304,7 +324,7 @@ static void *worker(void *arg)
     for (;;) {
         uint32_t ci = E->next_claim;
         while (!atomic_load(&E->abort) && ci < E->plan->n_chunks &&
-               (ci - E->next_write >= E->window ||
+               (E->slots[ci % E->window].state != SLOT_FREE ||
                 (E->inflight > 0 && E->inflight + estimate(&E->plan->chunks[ci]) > E->budget))) {
             pthread_cond_wait(&E->cv, &E->mu);
             ci = E->next_claim;
@@ -314,6 +334,7 @@ static void *worker(void *arg)
         slot *s = &E->slots[ci % E->window];
         E->next_claim++;
         s->state = SLOT_BUSY;
+        s->chunk = ci;
         s->est = estimate(&E->plan->chunks[ci]);
         E->inflight += s->est;
         pthread_mutex_unlock(&E->mu);
@@ -324,9 +345,27 @@ static void *worker(void *arg)
 
         pthread_mutex_lock(&E->mu);
         s->rc = rc;
-        s->err = err;
         s->state = SLOT_DONE;
-        E->failed |= rc != 0;
+        pthread_cond_broadcast(&E->cv);
+        if (rc) { /* the slot stays DONE: the writer loop stops at the error */
+            fail_locked(E, rc, &err);
+            continue;
+        }
+        while (s->state == SLOT_DONE && !atomic_load(&E->abort))
+            pthread_cond_wait(&E->cv, &E->mu);
+        if (s->state == SLOT_PLACED) {
+            pthread_mutex_unlock(&E->mu);
+            double t0 = sl_now();
+            rc = sl_sluice_writer_write(E->w, s->offset, s->stored, s->ch.stored_size, &err);
+            atomic_fetch_add(&E->ns_write, ns_since(t0));
+            pthread_mutex_lock(&E->mu);
+            if (rc)
+                fail_locked(E, rc, &err);
+        }
+        sl_buf_pool_put(E->pool, s->stored, s->stored_cap);
+        s->stored = NULL;
+        s->state = SLOT_FREE;
+        E->inflight -= s->est;
         pthread_cond_broadcast(&E->cv);
     }
     pthread_mutex_unlock(&E->mu);
@@ -356,76 +395,73 @@ static void report(engine *E, sl_sluice_writer *w, double t0, uint64_t params_do
 
 static bool cancelled(const sl_convert_opts *o) { return o->cancel && *o->cancel; }
 
-/* The writer loop: chunk after chunk in file order, as workers finish them. */
-static int write_all(engine *E, sl_sluice_writer *w, const char *out, sl_convert_stats *st, double t0,
+/* Wait on the engine's condition for up to 100 ms (so cancel and progress are polled), counting
+ * the time as the writer loop's waiting. Called with E->mu held. */
+static void wait_a_little(engine *E, sl_sluice_writer *w, sl_convert_stats *st, double t0, uint64_t params_done)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_nsec += 100 * 1000000L;
+    if (ts.tv_nsec >= 1000000000L)
+        ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+    double tw = sl_now();
+    pthread_cond_timedwait(&E->cv, &E->mu, &ts);
+    st->t_wait += sl_now() - tw;
+    pthread_mutex_unlock(&E->mu);
+    report(E, w, t0, params_done);
+    pthread_mutex_lock(&E->mu);
+}
+
+/* The writer loop: place chunk after chunk in file order as workers finish them (their workers
+ * write them), then wait for the last writes. Returns the first error: a worker's (reported as
+ * soon as it happens, not after hours of other chunks), the writer's, or a cancel. */
+static int place_all(engine *E, sl_sluice_writer *w, const char *out, sl_convert_stats *st, double t0,
                      sl_error *e)
 {
     uint64_t params_done = 0;
-    for (uint32_t ci = 0; ci < E->plan->n_chunks; ci++) {
-        slot *s = &E->slots[ci % E->window];
-        pthread_mutex_lock(&E->mu);
-        while (s->state != SLOT_DONE) {
+    int rc = 0;
+    pthread_mutex_lock(&E->mu);
+    for (uint32_t ci = 0; ci <= E->plan->n_chunks; ci++) {
+        slot *s = ci < E->plan->n_chunks ? &E->slots[ci % E->window] : NULL;
+        for (;;) {
+            if (E->rc) {
+                if (e)
+                    *e = E->err;
+                rc = E->rc;
+                goto out;
+            }
             if (cancelled(E->o)) {
-                pthread_mutex_unlock(&E->mu);
-                return sl_errorf(e, SL_E_IO, "%s: interrupted", out);
+                rc = sl_errorf(e, SL_E_IO, "%s: interrupted", out);
+                goto out;
             }
-            if (E->failed) { /* report the first failed chunk now, not after hours of others */
-                for (uint32_t j = ci; j < E->next_claim; j++) {
-                    slot *f = &E->slots[j % E->window];
-                    if (f->state == SLOT_DONE && f->rc) {
-                        int rc = f->rc;
-                        if (e)
-                            *e = f->err;
-                        pthread_mutex_unlock(&E->mu);
-                        return rc;
-                    }
-                }
-            }
-            struct timespec ts;
-            clock_gettime(CLOCK_MONOTONIC, &ts);
-            ts.tv_nsec += 100 * 1000000L;
-            if (ts.tv_nsec >= 1000000000L)
-                ts.tv_sec++, ts.tv_nsec -= 1000000000L;
-            double tw = sl_now();
-            pthread_cond_timedwait(&E->cv, &E->mu, &ts);
-            st->t_wait += sl_now() - tw;
-            pthread_mutex_unlock(&E->mu);
-            report(E, w, t0, params_done);
-            pthread_mutex_lock(&E->mu);
+            if (s ? (s->state == SLOT_DONE && s->chunk == ci) : E->inflight == 0)
+                break; /* chunk ci is built; or, past the last one, every write is done */
+            wait_a_little(E, w, st, t0, params_done);
         }
-        pthread_mutex_unlock(&E->mu);
-        if (s->rc) {
-            if (e)
-                *e = s->err;
-            return s->rc;
-        }
+        if (!s)
+            break;
         const sl_plan_chunk *pc = &E->plan->chunks[ci];
-        double tw = sl_now();
-        int rc = sl_sluice_writer_add(w, &s->ch, s->t, pc->n, s->stored, e);
-        st->t_write += sl_now() - tw;
-        sl_buf_pool_put(E->pool, s->stored, s->stored_cap);
-        s->stored = NULL;
-        if (rc)
-            return rc;
+        if ((rc = sl_sluice_writer_reserve(w, &s->ch, s->t, pc->n, &s->offset, e)))
+            goto out;
+        s->state = SLOT_PLACED;
+        E->next_write++;
+        pthread_cond_broadcast(&E->cv);
         st->chunks[pc->kind]++;
         st->zstd_chunks[pc->kind] += s->ch.codec == SL_CODEC_ZSTD;
         st->decoded[pc->kind] += s->ch.decoded_size;
         st->stored[pc->kind] += s->ch.stored_size;
         params_done += pc->params;
-        pthread_mutex_lock(&E->mu);
-        s->state = SLOT_FREE;
-        E->inflight -= s->est;
-        E->next_write++;
-        pthread_cond_broadcast(&E->cv);
         pthread_mutex_unlock(&E->mu);
         report(E, w, t0, params_done);
-        if (E->o->fail_after_chunks && ci + 1 == E->o->fail_after_chunks)
-            return sl_errorf(e, SL_E_IO, "%s: stopped after %u chunks (fail_after_chunks test hook)", out,
-                             ci + 1);
-        if (cancelled(E->o))
-            return sl_errorf(e, SL_E_IO, "%s: interrupted", out);
+        pthread_mutex_lock(&E->mu);
+        if (E->o->fail_after_chunks && ci + 1 == E->o->fail_after_chunks) {
+            rc = sl_errorf(e, SL_E_IO, "%s: stopped after %u chunks (fail_after_chunks test hook)", out, ci + 1);
+            goto out;
+        }
     }
-    return 0;
+out:
+    pthread_mutex_unlock(&E->mu);
+    return rc;
 }
 
 static int run_engine(engine *E, sl_sluice_writer *w, const char *out, sl_convert_stats *st, sl_error *e)
@@ -464,13 +500,15 @@ static int run_engine(engine *E, sl_sluice_writer *w, const char *out, sl_conver
             break;
         }
     double t0 = sl_now();
+    E->w = w;
     if (rc == 0)
-        rc = write_all(E, w, out, st, t0, e);
+        rc = place_all(E, w, out, st, t0, e);
     if (rc) {
         /* Remove the partial file before waiting for the workers: a second signal, or a kill,
-         * during a long last chunk must not leave it behind. */
-        sl_sluice_writer_abort(w);
-        w = NULL;
+         * during a long last chunk must not leave it behind. (Workers may still write to it.) */
+        char tmp[4200];
+        snprintf(tmp, sizeof tmp, "%s.tmp", out);
+        unlink(tmp);
     }
     atomic_store(&E->abort, 1);
     pthread_mutex_lock(&E->mu);
@@ -480,12 +518,15 @@ static int run_engine(engine *E, sl_sluice_writer *w, const char *out, sl_conver
         pthread_join(tid[i], NULL);
     if (rc == 0)
         rc = sl_sluice_writer_finish(w, e);
+    else
+        sl_sluice_writer_abort(w);
     st->seconds = sl_now() - t0;
     st->src_bytes = atomic_load(&E->src_bytes);
     st->t_fetch = atomic_load(&E->ns_fetch) / 1e9;
     st->t_recode = atomic_load(&E->ns_recode) / 1e9;
     st->t_checksum = atomic_load(&E->ns_checksum) / 1e9;
     st->t_compress = atomic_load(&E->ns_compress) / 1e9;
+    st->t_write = atomic_load(&E->ns_write) / 1e9;
     for (uint32_t i = 0; E->slots && i < E->window; i++) {
         free(E->slots[i].stored);
         free(E->slots[i].t);

@@ -269,7 +269,17 @@ int sl_sluice_writer_create(const char *path, const char *meta, size_t meta_len,
  * padded chunk. */
 int sl_sluice_writer_add(sl_sluice_writer *w, const sl_sluice_chunk *c, const sl_sluice_tensor *t,
                          uint32_t n_t, const void *data, sl_error *e);
-/* Bytes written so far (padded chunks, the header region included). */
+/* sl_sluice_writer_add in two halves, so several threads can write chunks at once while their
+ * places are still assigned in file order. reserve: the next chunk in file order, checked as add
+ * checks it (c->stored_checksum must be the XXH3-64 of the stored bytes; for raw, = checksum);
+ * records its table entry and returns its file offset. write: its stored bytes (padded with
+ * zeros to 4096) at that offset; thread-safe. Every reserved chunk must be written before
+ * finish. Cost: reserve O(tensors); write one pwrite. */
+int sl_sluice_writer_reserve(sl_sluice_writer *w, const sl_sluice_chunk *c, const sl_sluice_tensor *t,
+                             uint32_t n_t, uint64_t *offset, sl_error *e);
+int sl_sluice_writer_write(sl_sluice_writer *w, uint64_t offset, const void *data, uint64_t stored_size,
+                           sl_error *e);
+/* Bytes placed so far (padded chunks reserved, the header region included). */
 uint64_t sl_sluice_writer_bytes(const sl_sluice_writer *w);
 /* Write the index and header, fsync, rename PATH.tmp to PATH, fsync the directory, free w.
  * Fewer chunks or tensors than reserved is SL_E_ARG. On any error PATH.tmp is removed. */
@@ -282,7 +292,7 @@ void sl_sluice_writer_abort(sl_sluice_writer *w);
 typedef struct sl_convert_progress {
     uint64_t params_done, params_total; /* weights converted: the fraction of the work done */
     uint64_t src_bytes;                 /* source tensor bytes read so far */
-    uint64_t out_bytes;                 /* bytes written so far */
+    uint64_t out_bytes;                 /* bytes of the file placed so far */
     uint32_t chunks_done, chunks_total;
     double seconds;                     /* since the start */
 } sl_convert_progress;
@@ -301,7 +311,7 @@ typedef struct sl_convert_opts {
     void (*progress)(void *ctx, const sl_convert_progress *p); /* may be NULL */
     void *progress_ctx;
     const volatile sig_atomic_t *cancel; /* non-zero stops the conversion (a signal handler's flag) */
-    uint32_t fail_after_chunks;          /* test hook: fail after writing this many chunks (0: off) */
+    uint32_t fail_after_chunks;          /* test hook: fail after placing this many chunks (0: off) */
 } sl_convert_opts;
 
 /* quant -1, expert_quant -1, zstd 3, min_saving 0.02, threads 0, no progress, no cancel. */
@@ -314,8 +324,8 @@ typedef struct sl_convert_stats {
     uint64_t src_bytes, file_bytes, params;
     double seconds;
     /* where the time went, summed over workers (thread-seconds): fetching tensors from the source
-     * (copy out of the mapping, page faults: the source read), recoding, checksumming, zstd; and
-     * the writer thread's seconds in write() and waiting for the next chunk in order */
+     * (copy out of the mapping, page faults: the source read), recoding, checksumming, zstd,
+     * writing; and the calling thread's seconds waiting for the next chunk in file order */
     double t_fetch, t_recode, t_checksum, t_compress, t_write, t_wait;
 } sl_convert_stats;
 
@@ -323,8 +333,8 @@ typedef struct sl_convert_stats {
  * .sluice file) into OUT. Every tensor the config implies is read through a weight source,
  * recoded when its target format differs (norms, the router weight and its bias always keep
  * theirs; a tensor already in its target format is copied bit for bit), laid out by the layout
- * rules and compressed on `threads` workers while one writer appends chunks in file order, so
- * memory stays about mem_budget whatever the model size. config.json is embedded verbatim, and
+ * rules and compressed on `threads` workers, which also write them once the calling thread has
+ * placed them in file order, so memory stays about 1.25 x mem_budget whatever the model size. config.json is embedded verbatim, and
  * tokenizer.json when SRC has one. Writes OUT.tmp and renames it to OUT only when complete: on
  * any error or cancel OUT.tmp is removed and OUT is untouched. progress is called from the
  * calling thread after each chunk and a few times a second. stats may be NULL. */

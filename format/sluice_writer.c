@@ -190,8 +190,8 @@ static int check_tensors(sl_sluice_writer *w, const sl_sluice_chunk *c, const sl
     return 0;
 }
 
-int sl_sluice_writer_add(sl_sluice_writer *w, const sl_sluice_chunk *c, const sl_sluice_tensor *t,
-                         uint32_t n_t, const void *data, sl_error *e)
+int sl_sluice_writer_reserve(sl_sluice_writer *w, const sl_sluice_chunk *c, const sl_sluice_tensor *t,
+                             uint32_t n_t, uint64_t *offset, sl_error *e)
 {
     char what[PATH_MAX + 96];
     label(w, c, what, sizeof what);
@@ -202,23 +202,14 @@ int sl_sluice_writer_add(sl_sluice_writer *w, const sl_sluice_chunk *c, const sl
     if (c->codec == SL_CODEC_RAW && c->stored_size != c->decoded_size)
         return sl_errorf(e, SL_E_ARG, "%s: raw chunk stores %llu bytes, decodes to %llu", what,
                          (unsigned long long)c->stored_size, (unsigned long long)c->decoded_size);
+    if (c->codec == SL_CODEC_RAW && c->stored_checksum != c->checksum)
+        return sl_errorf(e, SL_E_ARG, "%s: checksum %016llx does not match its raw bytes (%016llx)", what,
+                         (unsigned long long)c->checksum, (unsigned long long)c->stored_checksum);
     int rc = check_tensors(w, c, t, n_t, what, e);
     if (rc == 0)
         rc = check_order(w, c, what, e);
     if (rc)
         return rc;
-    uint64_t stored_sum = sl_checksum(data, c->stored_size);
-    if (c->codec == SL_CODEC_RAW && stored_sum != c->checksum)
-        return sl_errorf(e, SL_E_ARG, "%s: checksum %016llx does not match its raw bytes (%016llx)", what,
-                         (unsigned long long)c->checksum, (unsigned long long)stored_sum);
-
-    uint64_t pad = sl_sluice_padded(c->stored_size) - c->stored_size;
-    int err = pwrite_all(w->fd, data, c->stored_size, w->pos);
-    if (err == 0 && pad)
-        err = pwrite_all(w->fd, zero_page, pad, w->pos + c->stored_size);
-    if (err)
-        return sl_errorf(e, SL_E_IO, "%s: write at offset %llu failed: %s", what,
-                         (unsigned long long)w->pos, strerror(-err));
 
     uint8_t *ce = w->index + w->chunk_off + (uint64_t)w->chunks_done * SLH_ENTRY_SIZE;
     ce[SLC_KIND] = (uint8_t)c->kind;
@@ -231,7 +222,7 @@ int sl_sluice_writer_add(sl_sluice_writer *w, const sl_sluice_chunk *c, const sl
     sl_put_u64(ce + SLC_STORED, c->stored_size);
     sl_put_u64(ce + SLC_DECODED, c->decoded_size);
     sl_put_u64(ce + SLC_CHECKSUM, c->checksum);
-    sl_put_u64(ce + SLC_STORED_SUM, stored_sum);
+    sl_put_u64(ce + SLC_STORED_SUM, c->stored_checksum);
     for (uint32_t i = 0; i < n_t; i++) {
         uint8_t *te = w->index + w->tensor_off + (uint64_t)(w->tensors_done + i) * SLH_ENTRY_SIZE;
         size_t len = strlen(t[i].name);
@@ -249,8 +240,32 @@ int sl_sluice_writer_add(sl_sluice_writer *w, const sl_sluice_chunk *c, const sl
     }
     w->tensors_done += n_t;
     w->chunks_done++;
-    w->pos += c->stored_size + pad;
+    *offset = w->pos;
+    w->pos += sl_sluice_padded(c->stored_size);
     return 0;
+}
+
+int sl_sluice_writer_write(sl_sluice_writer *w, uint64_t offset, const void *data, uint64_t stored_size,
+                           sl_error *e)
+{
+    uint64_t pad = sl_sluice_padded(stored_size) - stored_size;
+    int err = pwrite_all(w->fd, data, stored_size, offset);
+    if (err == 0 && pad)
+        err = pwrite_all(w->fd, zero_page, pad, offset + stored_size);
+    if (err)
+        return sl_errorf(e, SL_E_IO, "%s: write of %llu bytes at offset %llu failed: %s", w->tmp,
+                         (unsigned long long)stored_size, (unsigned long long)offset, strerror(-err));
+    return 0;
+}
+
+int sl_sluice_writer_add(sl_sluice_writer *w, const sl_sluice_chunk *c, const sl_sluice_tensor *t,
+                         uint32_t n_t, const void *data, sl_error *e)
+{
+    sl_sluice_chunk cc = *c;
+    cc.stored_checksum = sl_checksum(data, c->stored_size);
+    uint64_t off;
+    int rc = sl_sluice_writer_reserve(w, &cc, t, n_t, &off, e);
+    return rc ? rc : sl_sluice_writer_write(w, off, data, c->stored_size, e);
 }
 
 uint64_t sl_sluice_writer_bytes(const sl_sluice_writer *w) { return w->pos; }
