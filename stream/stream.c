@@ -74,6 +74,23 @@ static int take_t2(sl_stream *st)
     return best;
 }
 
+/* Read chunk i's stored bytes (padded) into the worker's stage and decode + verify into dst. */
+static int read_chunk(sl_stream *st, sl_stream_worker *w, size_t i, void *dst, sl_error *e)
+{
+    if (!w->io)
+        return sl_sluice_read_chunk(st->file, i, w->stage, dst, e);
+    const sl_sluice_chunk *ch = sl_sluice_chunk_at(st->file, i);
+    sl_io_extent x = {.file = w->io_file, .buf = 0, .offset = ch->offset,
+                      .len = sl_sluice_padded(ch->stored_size), .buf_off = 0};
+    sl_error ie = {0};
+    if (sl_io_read_extents(w->io, &x, 1, &ie)) {
+        char label[256];
+        sl_sluice_chunk_label(st->file, i, label, sizeof label);
+        return sl_errorf(e, ie.code ? ie.code : SL_E_IO, "%s: read failed: %s", label, ie.msg);
+    }
+    return sl_sluice_decode_chunk(st->file, i, w->stage, dst, e);
+}
+
 static void *worker_main(void *arg)
 {
     sl_stream_worker *w = arg;
@@ -114,7 +131,7 @@ static void *worker_main(void *arg)
 
         sl_error e = {0};
         double t0 = sl_now();
-        int rc = sl_sluice_read_chunk(st->file, chunk, w->stage, s->mem, &e);
+        int rc = read_chunk(st, w, chunk, s->mem, &e);
         double t1 = sl_now();
         const sl_sluice_chunk *ch = sl_sluice_chunk_at(st->file, chunk);
         sl_trace_add(st, demand ? "read+decode (demand)" : "read+decode (prefetch)", key, w->index + 1, t0, t1);

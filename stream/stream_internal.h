@@ -3,6 +3,7 @@
 #define SL_STREAM_INTERNAL_H
 
 #include "format/format.h"
+#include "io/io.h"
 #include "stream/stream.h"
 
 #include <pthread.h>
@@ -33,6 +34,9 @@ typedef struct sl_stream_worker {
     int index;
     pthread_t thread;
     void *stage;              /* 4096-aligned, max padded chunk */
+    size_t stage_len;
+    sl_io *io;                /* this worker's io_uring reader (NULL: plain pread fallback) */
+    int io_file;
 } sl_stream_worker;
 
 typedef struct sl_trace_event {
