@@ -37,6 +37,10 @@ const char *sl_strerror(int code);
 /* Logging level for cli/ output: 0 quiet, 1 normal, 2 verbose. The only global mutable state. */
 extern int sl_log_level;
 
+/* Read regular file PATH whole into a malloc'd buffer with a NUL after its *len bytes (the
+ * caller frees *out). SL_E_IO names the file and the errno text; SL_E_NOMEM. */
+int sl_read_file(const char *path, char **out, size_t *len, sl_error *e);
+
 /* Wall-clock seconds from a monotonic clock. */
 double sl_now(void);
 

@@ -167,38 +167,6 @@ static int parse_args(int argc, char **argv, run_args *a)
     return 0;
 }
 
-static char *read_file(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        sl_cli_error("%s: %s", path, strerror(errno));
-        return NULL;
-    }
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap + 1);
-    for (size_t got; buf && (got = fread(buf + n, 1, cap - n, f)) > 0;) {
-        n += got;
-        if (n == cap) {
-            char *g = realloc(buf, (cap *= 2) + 1);
-            if (!g) {
-                free(buf);
-                buf = NULL;
-            }
-            buf = g;
-        }
-    }
-    bool err = ferror(f);
-    fclose(f);
-    if (!buf || err) {
-        sl_cli_error("%s: cannot read", path);
-        free(buf);
-        return NULL;
-    }
-    buf[n] = 0;
-    *len = n;
-    return buf;
-}
-
 /* ---- the session ---- */
 
 typedef struct run_state {
@@ -475,8 +443,11 @@ int sl_cmd_run(int argc, char **argv)
         return rc > 0 ? 0 : 2;
     char *prompt = NULL;
     size_t plen = 0;
-    if (a.file && !(prompt = read_file(a.file, &plen)))
+    sl_error fe = {0};
+    if (a.file && sl_read_file(a.file, &prompt, &plen, &fe)) {
+        sl_cli_error("%s", fe.msg);
         return 1;
+    }
     if (a.prompt)
         plen = strlen(a.prompt);
     if ((a.prompt || a.file) && plen == 0) {

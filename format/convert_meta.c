@@ -9,43 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static char *read_text(const char *path, size_t *len, int *err)
-{
-    FILE *fp = fopen(path, "rb");
-    if (!fp) {
-        *err = errno;
-        return NULL;
-    }
-    char *buf = NULL;
-    size_t cap = 0, n = 0;
-    for (;;) {
-        if (n + 65536 > cap) {
-            char *g = realloc(buf, cap = (cap ? cap * 2 : 1 << 20));
-            if (!g) {
-                *err = ENOMEM;
-                goto fail;
-            }
-            buf = g;
-        }
-        size_t k = fread(buf + n, 1, cap - n - 1, fp);
-        n += k;
-        if (k == 0)
-            break;
-    }
-    if (ferror(fp)) {
-        *err = EIO;
-        goto fail;
-    }
-    fclose(fp);
-    buf[n] = 0;
-    *len = n;
-    return buf;
-fail:
-    free(buf);
-    fclose(fp);
-    return NULL;
-}
+#include <unistd.h>
 
 /* The metadata JSON: our keys, then "config" (config.json verbatim) and "tokenizer" (verbatim,
  * last, so its span is easy to state in the header). */
@@ -108,7 +72,6 @@ static int source_texts(const char *src, bool is_dir, char **cfg, size_t *cfg_le
                         size_t *tok_len, sl_error *e)
 {
     char path[4200];
-    int err = 0;
     *tok = NULL;
     *tok_len = 0;
     if (!is_dir) { /* a .sluice file: its embedded texts */
@@ -135,13 +98,15 @@ static int source_texts(const char *src, bool is_dir, char **cfg, size_t *cfg_le
         return 0;
     }
     snprintf(path, sizeof path, "%s/config.json", src);
-    if (!(*cfg = read_text(path, cfg_len, &err)))
-        return sl_errorf(e, SL_E_IO, "%s: %s", path, strerror(err));
+    int rc = sl_read_file(path, cfg, cfg_len, e);
+    if (rc)
+        return rc;
     snprintf(path, sizeof path, "%s/tokenizer.json", src);
-    if (!(*tok = read_text(path, tok_len, &err)) && err != ENOENT) {
+    if (access(path, F_OK) == 0 && (rc = sl_read_file(path, tok, tok_len, e))) {
         free(*cfg);
         *cfg = NULL;
-        return sl_errorf(e, SL_E_IO, "%s: %s", path, strerror(err));
+        *tok = NULL;
+        return rc;
     }
     cJSON *j = *tok ? cJSON_ParseWithLength(*tok, *tok_len) : NULL;
     if (*tok && !cJSON_IsObject(j)) {

@@ -342,27 +342,6 @@ static int build_meta(const char *cfg_json, const sl_synth_opts *o, const char *
     return 0;
 }
 
-static char *slurp(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = n >= 0 ? malloc((size_t)n + 1) : NULL;
-    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) {
-        free(b);
-        b = NULL;
-    }
-    fclose(f);
-    if (b) {
-        b[n] = 0;
-        *len = (size_t)n;
-    }
-    return b;
-}
-
 int sl_synth(const char *out, const sl_synth_opts *o, sl_error *e)
 {
     /* config: a preset name or a config.json path, then --layers */
@@ -370,8 +349,9 @@ int sl_synth(const char *out, const sl_synth_opts *o, sl_error *e)
     char *file_text = NULL;
     size_t flen;
     if (!base) {
-        if (!(file_text = slurp(o->preset, &flen)))
-            return sl_errorf(e, SL_E_IO, "%s: not a preset (deepseek-v3, tiny) and not a readable file", o->preset);
+        sl_error fe = {0};
+        if (sl_read_file(o->preset, &file_text, &flen, &fe))
+            return sl_errorf(e, SL_E_IO, "%s: not a preset (deepseek-v3, tiny): %s", o->preset, fe.msg);
         base = file_text;
     }
     cJSON *cj = cJSON_Parse(base);
@@ -403,9 +383,9 @@ int sl_synth(const char *out, const sl_synth_opts *o, sl_error *e)
     }
     char *tok = NULL;
     size_t tok_len = 0;
-    if (o->tokenizer && !(tok = slurp(o->tokenizer, &tok_len))) {
+    if (o->tokenizer && (rc = sl_read_file(o->tokenizer, &tok, &tok_len, e))) {
         free(cfg_json);
-        return sl_errorf(e, SL_E_IO, "%s: cannot read the tokenizer", o->tokenizer);
+        return rc;
     }
     char *meta = NULL;
     size_t meta_len = 0, tok_off = 0;

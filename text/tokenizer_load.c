@@ -17,49 +17,6 @@
 #define BOS_DEFAULT "<｜begin▁of▁sentence｜>"
 #define EOS_DEFAULT "<｜end▁of▁sentence｜>"
 
-/* ---- reading files ------------------------------------------------------------------------ */
-
-/* Whole file into a malloc'd buffer (+1 NUL). SL_E_IO names the file and errno. */
-static int read_file(const char *path, char **out, size_t *len, sl_error *err)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return sl_errorf(err, SL_E_IO, "%s: cannot open: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) != 0) {
-        int e = errno;
-        close(fd);
-        return sl_errorf(err, SL_E_IO, "%s: cannot stat: %s", path, strerror(e));
-    }
-    if (!S_ISREG(st.st_mode)) {
-        close(fd);
-        return sl_errorf(err, SL_E_IO, "%s: not a regular file", path);
-    }
-    size_t n = (size_t)st.st_size;
-    char *p = malloc(n + 1);
-    if (!p) {
-        close(fd);
-        return sl_errorf(err, SL_E_NOMEM, "%s: out of memory for %zu bytes", path, n);
-    }
-    size_t got = 0;
-    while (got < n) {
-        ssize_t r = read(fd, p + got, n - got);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0) {
-            int e = errno;
-            free(p);
-            close(fd);
-            return r < 0 ? sl_errorf(err, SL_E_IO, "%s: read failed: %s", path, strerror(e))
-                         : sl_errorf(err, SL_E_IO, "%s: file shrank while reading (%zu of %zu bytes)", path, got, n);
-        }
-        got += (size_t)r;
-    }
-    close(fd);
-    p[n] = 0;
-    *out = p, *len = n;
-    return 0;
-}
 
 static int load(const char *json, size_t len, const char *config, size_t config_len, const char *origin,
                 const char *cfg_origin, sl_tokenizer **out, sl_error *err);
@@ -84,12 +41,12 @@ int sl_tokenizer_load(const char *path, sl_tokenizer **out, sl_error *err)
     }
     char *json, *config = NULL;
     size_t len, config_len = 0;
-    int rc = read_file(file, &json, &len, err);
+    int rc = sl_read_file(file, &json, &len, err);
     if (rc)
         return rc;
     char cfg_path[PATH_MAX + 32];
     snprintf(cfg_path, sizeof cfg_path, "%s/tokenizer_config.json", dir);
-    if (access(cfg_path, F_OK) == 0 && (rc = read_file(cfg_path, &config, &config_len, err))) {
+    if (access(cfg_path, F_OK) == 0 && (rc = sl_read_file(cfg_path, &config, &config_len, err))) {
         free(json);
         return rc;
     }
