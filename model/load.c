@@ -47,14 +47,16 @@ static int load_vec(loader *L, const char *name, int64_t len, float **dev)
     return rc;
 }
 
-static int load_mat(loader *L, const char *name, int rows, int cols, sl_weight *w)
+/* widen_f32: place the matrix as plain f32 whatever its stored format (kv_b: the absorbed
+ * attention form slices it per head). Otherwise only formats the backend cannot take are widened. */
+static int load_mat_as(loader *L, const char *name, int rows, int cols, bool widen_f32, sl_weight *w)
 {
     void *buf;
     size_t nb;
     int fmt, rc = L->src->get(L->src, name, rows, cols, &fmt, &buf, &nb, L->e);
     if (rc)
         return rc;
-    if (!L->b->ops->supports(L->b, fmt)) { /* widen what the backend cannot take directly */
+    if (fmt != SL_WF_F32 && (widen_f32 || !L->b->ops->supports(L->b, fmt))) {
         float *f = malloc((size_t)rows * cols * sizeof(float));
         if (!f) {
             free(buf);
@@ -72,6 +74,11 @@ static int load_mat(loader *L, const char *name, int rows, int cols, sl_weight *
     rc = place(L, name, buf, nb, &w->data);
     free(buf);
     return rc;
+}
+
+static int load_mat(loader *L, const char *name, int rows, int cols, sl_weight *w)
+{
+    return load_mat_as(L, name, rows, cols, false, w);
 }
 
 #define NAME(buf, ...) (snprintf(buf, sizeof buf, __VA_ARGS__), buf)
@@ -110,35 +117,10 @@ static int load_layer(loader *L, int i, sl_layer_weights *lw)
     if ((rc = load_mat(L, NAME(n, "%sself_attn.kv_a_proj_with_mqa.weight", p),
                        c->kv_lora_rank + c->qk_rope_head_dim, H, &lw->kv_a)) ||
         (rc = load_vec(L, NAME(n, "%sself_attn.kv_a_layernorm.weight", p), c->kv_lora_rank, &lw->kv_a_norm)) ||
-        (rc = load_mat(L, NAME(n, "%sself_attn.kv_b_proj.weight", p),
-                       nh * (c->qk_nope_head_dim + c->v_head_dim), c->kv_lora_rank, &lw->kv_b)) ||
+        (rc = load_mat_as(L, NAME(n, "%sself_attn.kv_b_proj.weight", p),
+                          nh * (c->qk_nope_head_dim + c->v_head_dim), c->kv_lora_rank, true, &lw->kv_b)) ||
         (rc = load_mat(L, NAME(n, "%sself_attn.o_proj.weight", p), H, nh * c->v_head_dim, &lw->o)))
         return rc;
-    /* the absorbed attention form slices kv_b per head: it needs it as plain f32 rows */
-    if (lw->kv_b.fmt != SL_WF_F32) {
-        size_t cnt = (size_t)lw->kv_b.rows * lw->kv_b.cols;
-        void *enc = malloc(sl_wformat_bytes((sl_wformat)lw->kv_b.fmt, lw->kv_b.rows, lw->kv_b.cols));
-        float *f = malloc(cnt * sizeof(float));
-        if (!enc || !f) {
-            free(enc);
-            free(f);
-            return sl_errorf(L->e, SL_E_NOMEM, "%s: no memory for layer %d kv_b", L->src->path, i);
-        }
-        rc = L->b->ops->download(L->b, enc, lw->kv_b.data,
-                                 sl_wformat_bytes((sl_wformat)lw->kv_b.fmt, lw->kv_b.rows, lw->kv_b.cols));
-        if (rc == 0) {
-            sl_dequantize_rows((sl_wformat)lw->kv_b.fmt, enc, lw->kv_b.rows, lw->kv_b.cols, 0,
-                               lw->kv_b.rows, f);
-            L->b->ops->free(L->b, lw->kv_b.data);
-            lw->kv_b.data = NULL;
-            lw->kv_b.fmt = SL_WF_F32;
-            rc = place(L, "kv_b_proj (f32)", f, cnt * sizeof(float), &lw->kv_b.data);
-        }
-        free(enc);
-        free(f);
-        if (rc)
-            return rc;
-    }
 
     lw->moe = sl_layer_is_moe(c, i);
     if (!lw->moe) {
@@ -172,18 +154,16 @@ shared:
     return 0;
 }
 
-/* Checks the config's numbers are ones the forward pass can run. */
+/* What this engine adds to the parser's checks (format/config.c: positive sizes, even rope,
+ * n_group divides the experts, topk_group <= n_group): its own table limits, and top-k within
+ * the experts the kept groups offer. */
 static int check_config(const sl_config *c, const char *path, sl_error *e)
 {
-    if (c->qk_rope_head_dim % 2 != 0)
-        return sl_errorf(e, SL_E_FORMAT, "%s: qk_rope_head_dim %d must be even", path, c->qk_rope_head_dim);
     if (c->n_routed_experts > 0) {
-        if (c->n_group <= 0 || c->n_routed_experts % c->n_group != 0 || c->n_group > 64 ||
-            c->n_routed_experts > 1024)
+        if (c->n_group > 64 || c->n_routed_experts > 1024)
             return sl_errorf(e, SL_E_UNSUPPORTED, "%s: n_routed_experts %d in %d groups not supported",
                              path, c->n_routed_experts, c->n_group);
-        if (c->topk_group < 1 || c->topk_group > c->n_group ||
-            c->num_experts_per_tok > c->topk_group * (c->n_routed_experts / c->n_group))
+        if (c->num_experts_per_tok > c->topk_group * (c->n_routed_experts / c->n_group))
             return sl_errorf(e, SL_E_FORMAT,
                              "%s: num_experts_per_tok %d cannot be picked from topk_group %d of %d groups",
                              path, c->num_experts_per_tok, c->topk_group, c->n_group);
