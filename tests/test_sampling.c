@@ -166,3 +166,62 @@ Test(chat_template, renders_like_official_template)
     cr_assert_str_eq(buf, "<｜User｜>2+2?<｜Assistant｜>");
     cr_assert_eq(sl_chat_render(m, 4, true, true, buf, 10), SL_E_ARG, "too small a buffer");
 }
+
+/* On a DeepSeek-sized vocabulary the nucleus is found from a growing sorted prefix: every draw
+ * must fall inside the top-p set computed here by a full sort, with the right frequencies. */
+static float ops_like_randn(void)
+{
+    double u = (rand() + 1.0) / (RAND_MAX + 2.0), v = (rand() + 1.0) / (RAND_MAX + 2.0);
+    return (float)(sqrt(-2 * log(u)) * cos(2 * M_PI * v));
+}
+
+static int samp_desc(const void *a, const void *b, void *ctx)
+{
+    const float *l = ctx;
+    float x = l[*(const int *)a], y = l[*(const int *)b];
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
+Test(sampling, top_p_on_a_large_vocabulary_stays_in_the_nucleus)
+{
+    enum { V = 129280, DRAWS = 2000 };
+    unsigned seed = (unsigned)time(NULL);
+    cr_log_info("seed %u", seed);
+    srand(seed);
+    float *base = malloc(V * sizeof(float)), *l = malloc(V * sizeof(float));
+    int *order = malloc(V * sizeof(int));
+    for (int i = 0; i < V; i++) {
+        base[i] = 6.0f * ops_like_randn(); /* peaked like real logits: a nucleus of tens of ids */
+        order[i] = i;
+    }
+    qsort_r(order, V, sizeof(int), samp_desc, base);
+    double total = 0, mx = base[order[0]];
+    for (int i = 0; i < V; i++)
+        total += exp(base[i] - mx);
+    /* the nucleus: the smallest prefix whose mass reaches 0.9 */
+    char *in = calloc(V, 1);
+    double acc = 0;
+    for (int i = 0; i < V && acc < 0.9 * total; i++) {
+        acc += exp(base[order[i]] - mx);
+        in[order[i]] = 1;
+    }
+    double p_top = exp(base[order[0]] - mx) / acc;
+    sl_sampler_params p = {.temperature = 1.0f, .top_p = 0.9f, .repeat_penalty = 1.0f, .seed = seed};
+    sl_sampler *s;
+    cr_assert_eq(sl_sampler_create(&p, V, &s, NULL), 0);
+    long top = 0;
+    for (int d = 0; d < DRAWS; d++) {
+        memcpy(l, base, V * sizeof(float));
+        int id = sl_sampler_sample(s, l, NULL, 0);
+        cr_assert(in[id], "draw %d: id %d is outside the nucleus", d, id);
+        top += id == order[0];
+    }
+    double sd = sqrt(p_top * (1 - p_top) / DRAWS);
+    cr_assert(fabs((double)top / DRAWS - p_top) < 5 * sd + 1e-4, "top id frequency %.4f, expected %.4f",
+              (double)top / DRAWS, p_top);
+    sl_sampler_destroy(s);
+    free(base);
+    free(l);
+    free(order);
+    free(in);
+}

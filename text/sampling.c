@@ -10,7 +10,8 @@ struct sl_sampler {
     int vocab;
     uint64_t rng[4];  /* xoshiro256** state */
     int32_t *idx;     /* (vocab) candidate ids */
-    float *prob;      /* (vocab) scratch */
+    float *prob;      /* (vocab) probabilities of the candidates, in candidate order */
+    float *w;         /* (vocab) unnormalised weights by id */
     uint8_t *seen;    /* (vocab) penalty marks */
 };
 
@@ -57,9 +58,10 @@ int sl_sampler_create(const sl_sampler_params *p, int vocab, sl_sampler **out, s
     if (s) {
         s->idx = malloc((size_t)vocab * sizeof *s->idx);
         s->prob = malloc((size_t)vocab * sizeof *s->prob);
+        s->w = malloc((size_t)vocab * sizeof *s->w);
         s->seen = calloc((size_t)vocab, 1);
     }
-    if (!s || !s->idx || !s->prob || !s->seen) {
+    if (!s || !s->idx || !s->prob || !s->w || !s->seen) {
         sl_sampler_destroy(s);
         return sl_errorf(e, SL_E_NOMEM, "sampler: no memory for a vocabulary of %d", vocab);
     }
@@ -78,6 +80,7 @@ void sl_sampler_destroy(sl_sampler *s)
         return;
     free(s->idx);
     free(s->prob);
+    free(s->w);
     free(s->seen);
     free(s);
 }
@@ -142,16 +145,53 @@ int sl_sampler_sample(sl_sampler *s, float *logits, const int32_t *history, int 
     }
     for (int i = 0; i < V; i++)
         s->idx[i] = i;
-    /* candidates: top-k, or (for top-p / min-p) all, sorted by logit descending */
-    int n = p->top_k > 0 && p->top_k < V ? p->top_k : V;
-    top_sorted(s->idx, V, n, logits);
-    double mx = logits[s->idx[0]], sum = 0;
-    for (int i = 0; i < n; i++) {
-        s->prob[i] = (float)exp(((double)logits[s->idx[i]] - mx) / p->temperature);
-        sum += s->prob[i];
+    int n;
+    if (p->top_k > 0 && p->top_k < V) {
+        /* candidates: the top-k, sorted by logit, renormalised among themselves */
+        n = p->top_k;
+        top_sorted(s->idx, V, n, logits);
+        double mx = logits[s->idx[0]], sum = 0;
+        for (int i = 0; i < n; i++) {
+            s->prob[i] = (float)exp(((double)logits[s->idx[i]] - mx) / p->temperature);
+            sum += s->prob[i];
+        }
+        for (int i = 0; i < n; i++)
+            s->prob[i] = (float)(s->prob[i] / sum);
+    } else {
+        /* the whole vocabulary: weights by id, then only as long a sorted prefix as top-p and
+         * min-p need (64, 512, 4096, ... ids), not a sort of all 129,280 every token */
+        float mx = logits[0];
+        for (int i = 1; i < V; i++)
+            mx = logits[i] > mx ? logits[i] : mx;
+        double total = 0;
+        for (int i = 0; i < V; i++) {
+            s->w[i] = expf((logits[i] - mx) / p->temperature);
+            total += s->w[i];
+        }
+        if (p->top_p >= 1.0f && p->min_p <= 0.0f) { /* plain temperature: no order needed */
+            double r = next_unit(s->rng) * total, acc = 0;
+            for (int i = 0; i < V; i++) {
+                acc += s->w[i];
+                if (r < acc)
+                    return i;
+            }
+            return V - 1;
+        }
+        for (n = 64;; n *= 8) {
+            if (n > 4096 || n > V) /* past that a full sort beats insertion */
+                n = V;
+            top_sorted(s->idx, V, n, logits);
+            double acc = 0;
+            for (int i = 0; i < n; i++)
+                acc += s->w[s->idx[i]];
+            bool p_done = p->top_p >= 1.0f || acc >= p->top_p * total;
+            bool min_done = p->min_p <= 0.0f || s->w[s->idx[n - 1]] < p->min_p * s->w[s->idx[0]];
+            if ((p_done && min_done) || n == V)
+                break;
+        }
+        for (int i = 0; i < n; i++)
+            s->prob[i] = (float)(s->w[s->idx[i]] / total);
     }
-    for (int i = 0; i < n; i++)
-        s->prob[i] = (float)(s->prob[i] / sum);
     if (p->top_p < 1.0f) {
         double acc = 0;
         int keep = n;
