@@ -300,7 +300,7 @@ void sl_stream_summary(const sl_stream *st, double wall, char *buf, size_t n)
              "experts: %llu requested, tier-1 (backend, %d slots) hits %.1f%%, tier-2 (host, %d slots) "
              "hits %.1f%%, disk %.1f%%; evictions %llu / %llu\n"
              "disk: %llu chunks, %.3f GB read (%.3f GB needed by the tokens' experts), %.2f GB/s while "
-             "reading, %.2f GB/s over the run\n"
+             "reads were in flight (%.0f%% of the run), %.2f GB/s over the run\n"
              "prefetch: %llu guesses, %.1f%% right, covering %.1f%% of requests; %llu loads issued, %llu used; compute waited "
              "%.1f%% of %.2f s\n"
              "routing: %.1f distinct experts per MoE layer (of %d) over the run; cache policy %s\n"
@@ -309,8 +309,8 @@ void sl_stream_summary(const sl_stream *st, double wall, char *buf, size_t n)
              100.0 * s.tier2_hits / req, 100.0 * s.misses / req,
              (unsigned long long)s.tier1_evictions, (unsigned long long)s.tier2_evictions,
              (unsigned long long)s.chunks_read, s.bytes_read / 1e9, s.bytes_needed / 1e9,
-             s.read_seconds > 0 ? s.bytes_read / 1e9 / (s.read_seconds / (st->n_workers ? st->n_workers : 1)) : 0.0,
-             wall > 0 ? s.bytes_read / 1e9 / wall : 0.0, (unsigned long long)s.predicted,
+             s.busy_seconds > 0 ? s.bytes_read / 1e9 / s.busy_seconds : 0.0,
+             wall > 0 ? 100.0 * s.busy_seconds / wall : 0.0, wall > 0 ? s.bytes_read / 1e9 / wall : 0.0, (unsigned long long)s.predicted,
              s.predicted ? 100.0 * s.predicted_right / s.predicted : 0.0, 100.0 * s.predicted_right / req,
              (unsigned long long)s.prefetch_issued, (unsigned long long)s.prefetch_used,
              wall > 0 ? 100.0 * s.wait_seconds / wall : 0.0, wall,

@@ -127,6 +127,8 @@ static void *worker_main(void *arg)
             st->stats.prefetch_issued++;
         s->prefetched = !demand;
         size_t chunk = (size_t)st->chunk_of[key];
+        if (st->inflight++ == 0)
+            st->busy_since = sl_now();
         pthread_mutex_unlock(&st->mu);
 
         sl_error e = {0};
@@ -138,6 +140,8 @@ static void *worker_main(void *arg)
 
         pthread_mutex_lock(&st->mu);
         st->stats.read_seconds += t1 - t0;
+        if (--st->inflight == 0)
+            st->stats.busy_seconds += sl_now() - st->busy_since;
         if (rc) {
             s->state = T2_EMPTY;
             st->t2_of[key] = -1;

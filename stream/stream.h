@@ -55,6 +55,7 @@ typedef struct sl_stream_stats {
     uint64_t distinct;          /* distinct (layer, expert) pairs ever requested */
     int moe_layers, experts;    /* for routing diversity: distinct / moe_layers of `experts` */
     double read_seconds;        /* summed over workers */
+    double busy_seconds;        /* wall time with at least one read in flight */
     double wait_seconds;        /* compute thread blocked in expert_next */
     int tier1_slots, tier2_slots;
     size_t resident_bytes;      /* embedding, head, layer cores as placed */

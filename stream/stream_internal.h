@@ -87,6 +87,8 @@ struct sl_stream {
     bool quit, failed;
     sl_error err;             /* the first worker error */
     uint64_t tick;
+    int inflight;             /* reads in flight, for the disk-busy time */
+    double busy_since;
     sl_stream_stats stats;
 
     /* trace */
