@@ -130,10 +130,8 @@ static int prefill(session *s, const int *ids, int n, bool all, float *logits)
     int V = sl_model_config(s->m)->vocab_size;
     for (int at = 0; at < n; at += PREFILL_CHUNK) {
         int cnt = n - at < PREFILL_CHUNK ? n - at : PREFILL_CHUNK;
-        bool last = at + cnt == n;
+        /* without `all`, every chunk overwrites the one row: the last chunk's is what remains */
         float *dst = all ? logits + (size_t)at * V : logits;
-        if (!all && !last) /* intermediate chunks still need a logits buffer; use the last row */
-            dst = logits;
         int rc = sl_model_forward(s->m, &s->kv, (const int32_t *)ids + at, cnt, all, dst, &e);
         if (rc) {
             sl_cli_error("%s: %s", "forward", e.msg);
