@@ -40,6 +40,7 @@ typedef struct sl_cli_engine_opts {
     const char *backend; /* "cpu", "cuda", NULL: cuda when built and a GPU is present */
     int device;
     bool no_prefetch;
+    bool sync_uploads;  /* --sync-uploads */
     int threads;
     int policy; /* sl_cache_policy + 1; 0: the default (LFU) */
     int prefetch_width; /* 0: the model's experts per token */

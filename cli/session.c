@@ -73,6 +73,10 @@ int sl_cli_engine_option(sl_cli_engine_opts *o, int argc, char **argv, int *i)
         (*i)++;
         return 1;
     }
+    if (!strcmp(opt, "--sync-uploads")) {
+        o->sync_uploads = true;
+        return 1;
+    }
     if (!strcmp(opt, "--no-prefetch")) {
         o->no_prefetch = true;
         return 1;
@@ -96,6 +100,8 @@ const char sl_cli_engine_usage[] =
     "  --cache lfu|lru      which expert in a VRAM slot gives way (default lfu; host cache is LRU)\n"
     "  --no-prefetch        do not guess and preload the next layer's experts\n"
     "  --prefetch-width K   experts guessed per token for the next layer (default: as routed)\n"
+    "  --sync-uploads       copy experts to the GPU synchronously (default: pinned host cache,\n"
+    "                       copies on their own stream overlapping compute)\n"
     "  --trace FILE.json    Chrome trace events (open in Perfetto)\n"
     "  --threads N          CPU threads (default: all cores)\n";
 
@@ -137,7 +143,8 @@ int sl_cli_engine_open(sl_cli_engine *en, const char *path, const sl_cli_engine_
         sl_stream_opts so = {.backend_budget = budget, .host_budget = o->ram, .workers = 0,
                              .prefetch = !o->no_prefetch, .trace_path = o->trace,
                              .max_tokens = max_tokens, .max_ctx = max_ctx,
-                             .policy = o->policy ? (sl_cache_policy)(o->policy - 1) : SL_CACHE_LFU};
+                             .policy = o->policy ? (sl_cache_policy)(o->policy - 1) : SL_CACHE_LFU,
+                             .sync_uploads = o->sync_uploads};
         rc = sl_stream_open(path, en->b, &so, &en->st, &en->m, &e);
     } else if (rc == 0) {
         if (o->ram || o->trace)

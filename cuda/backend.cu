@@ -165,6 +165,17 @@ static void op_matmul(sl_backend *b, float *out, const float *x, const sl_weight
         sl_cuda_matmul(c, out, x, w, n);
 }
 
+// cuda/overlap.cu: the optional copy/compute overlap entries.
+int sl_cuda_op_pin_host(sl_backend *b, void *p, size_t bytes, sl_error *e);
+void sl_cuda_op_unpin_host(sl_backend *b, void *p);
+int sl_cuda_op_event_create(sl_backend *b, sl_event **out, sl_error *e);
+void sl_cuda_op_event_destroy(sl_backend *b, sl_event *ev);
+int sl_cuda_op_upload_async(sl_backend *b, void *dst, const void *src, size_t bytes, sl_event *after,
+                            sl_event *ready, sl_error *e);
+int sl_cuda_op_compute_wait(sl_backend *b, sl_event *ev, sl_error *e);
+int sl_cuda_op_compute_record(sl_backend *b, sl_event *ev, sl_error *e);
+int sl_cuda_op_event_done(sl_backend *b, sl_event *ev, bool block, sl_error *e);
+
 // Filled field by field (not positionally) so a reordered model.h cannot shift ops silently.
 static sl_backend_ops make_ops(void)
 {
@@ -190,6 +201,14 @@ static sl_backend_ops make_ops(void)
     o.gather_rows = sl_cuda_gather_rows;
     o.scatter_add_rows = sl_cuda_scatter_add_rows;
     o.moe_route = sl_cuda_moe_route;
+    o.pin_host = sl_cuda_op_pin_host;
+    o.unpin_host = sl_cuda_op_unpin_host;
+    o.event_create = sl_cuda_op_event_create;
+    o.event_destroy = sl_cuda_op_event_destroy;
+    o.upload_async = sl_cuda_op_upload_async;
+    o.compute_wait = sl_cuda_op_compute_wait;
+    o.compute_record = sl_cuda_op_compute_record;
+    o.event_done = sl_cuda_op_event_done;
     return o;
 }
 static const sl_backend_ops cuda_ops = make_ops();

@@ -29,6 +29,7 @@ typedef struct sl_weight {
 } sl_weight;
 
 typedef struct sl_backend sl_backend;
+typedef struct sl_event sl_event; /* a point in a backend's queue of work (optional ops) */
 
 /* The shapes an MLA attention call needs (one layer, one sequence). */
 typedef struct sl_mla_dims {
@@ -91,6 +92,27 @@ typedef struct sl_backend_ops {
     void (*moe_route)(sl_backend *b, int32_t *idx, float *wts, const float *logits,
                       const float *bias, int n, int n_experts, int n_group, int topk_group,
                       int top_k, bool norm, float scale);
+
+    /* ---- optional: host -> backend copies that overlap compute --------------------------------
+     * NULL in a backend whose upload is already a plain memory copy (cpu/): callers then use
+     * upload. The pattern, per destination buffer: upload_async waits for the buffer's "free"
+     * event (its last reader finished), copies, and records "ready"; compute_wait(ready) makes
+     * every later op wait for the copy; after the ops that read the buffer, compute_record(free).
+     * All return at once; 0 or an SL_E_* code with the reason in e. */
+    /* Page-lock host memory so copies from it are DMA and can run asynchronously. */
+    int (*pin_host)(sl_backend *b, void *p, size_t bytes, sl_error *e);
+    void (*unpin_host)(sl_backend *b, void *p);
+    int (*event_create)(sl_backend *b, sl_event **out, sl_error *e);
+    void (*event_destroy)(sl_backend *b, sl_event *ev); /* NULL is fine */
+    /* Copy src (pinned, untouched until `ready` completes) to dst after `after` (may be NULL),
+     * then record `ready` (may be NULL). */
+    int (*upload_async)(sl_backend *b, void *dst, const void *src, size_t bytes, sl_event *after,
+                        sl_event *ready, sl_error *e);
+    int (*compute_wait)(sl_backend *b, sl_event *ev, sl_error *e);
+    int (*compute_record)(sl_backend *b, sl_event *ev, sl_error *e);
+    /* 1 when ev completed (or was never recorded), 0 while pending, or an SL_E_* code. With
+     * `block`, waits for it first. */
+    int (*event_done)(sl_backend *b, sl_event *ev, bool block, sl_error *e);
 } sl_backend_ops;
 
 struct sl_backend {

@@ -152,10 +152,28 @@ int sl_stream_open(const char *path, sl_backend *b, const sl_stream_opts *o, sl_
             return fail(st, sl_errorf(e, SL_E_NOMEM, "%s: cannot allocate a host cache of %.2f GB",
                                       path, n2 * st->slot_bytes / 1e9));
         for (size_t i = 0; i < n1; i++)
-            st->t1[i] = (t1_slot){.key = -1, .mem = (char *)st->t1_mem + i * st->slot_bytes};
+            st->t1[i] = (t1_slot){.key = -1, .mem = (char *)st->t1_mem + i * st->slot_bytes,
+                                  .src_t2 = -1};
         for (size_t i = 0; i < n2; i++)
             st->t2[i] = (t2_slot){.key = -1, .mem = (char *)st->t2_mem + i * st->slot_bytes};
     }
+
+    /* overlap: a page-locked host cache and two events per slot, where the backend has them */
+    const sl_backend_ops *op = b->ops;
+    if (st->n1 > 0 && !o->sync_uploads && op->pin_host && op->upload_async && op->event_create) {
+        sl_error pe = {0};
+        if ((rc = op->pin_host(b, st->t2_mem, (size_t)st->n2 * st->slot_bytes, &pe)))
+            return fail(st, sl_errorf(e, rc, "%s: host cache: %s (a smaller --ram, or --sync-uploads)",
+                                      path, pe.msg));
+        st->t2_pinned = true;
+        for (int i = 0; i < st->n1; i++)
+            if ((rc = op->event_create(b, &st->t1[i].ready, e)) ||
+                (rc = op->event_create(b, &st->t1[i].freed, e)))
+                return fail(st, rc);
+        st->overlap = true;
+    }
+    st->stats.overlap = st->overlap;
+    st->stats.host_pinned = st->t2_pinned;
 
     st->prefetch = o->prefetch;
     if (o->trace_path) {
@@ -259,6 +277,19 @@ void sl_stream_close(sl_stream *st)
     if (st->trace_path && st->trace)
         write_trace(st);
     free(st->trace);
+    if (st->overlap) { /* copies still reading the host cache finish before it goes */
+        pthread_mutex_lock(&st->mu);
+        sl_stream_reap_uploads(st, true);
+        pthread_mutex_unlock(&st->mu);
+    }
+    for (int i = 0; st->t1 && i < st->n1; i++) {
+        if (st->t1[i].ready)
+            st->b->ops->event_destroy(st->b, st->t1[i].ready);
+        if (st->t1[i].freed)
+            st->b->ops->event_destroy(st->b, st->t1[i].freed);
+    }
+    if (st->t2_pinned)
+        st->b->ops->unpin_host(st->b, st->t2_mem);
     if (st->t1_mem)
         st->b->ops->free(st->b, st->t1_mem);
     free(st->t2_mem);
@@ -304,7 +335,7 @@ void sl_stream_summary(const sl_stream *st, double wall, char *buf, size_t n)
              "prefetch: %llu guesses, %.1f%% right, covering %.1f%% of requests; %llu loads issued, %llu used; compute waited "
              "%.1f%% of %.2f s\n"
              "routing: %.1f distinct experts per MoE layer (of %d) over the run; cache policy %s\n"
-             "backend: %.3f GB resident weights + run state + KV cache, %d slots of %.3f MB\n",
+             "backend: %.3f GB resident weights + run state + KV cache, %d slots of %.3f MB; uploads %s\n",
              (unsigned long long)s.requests, s.tier1_slots, 100.0 * s.tier1_hits / req, s.tier2_slots,
              100.0 * s.tier2_hits / req, 100.0 * s.misses / req,
              (unsigned long long)s.tier1_evictions, (unsigned long long)s.tier2_evictions,
@@ -316,5 +347,6 @@ void sl_stream_summary(const sl_stream *st, double wall, char *buf, size_t n)
              wall > 0 ? 100.0 * s.wait_seconds / wall : 0.0, wall,
              s.moe_layers ? (double)s.distinct / s.moe_layers : 0.0, s.experts,
              st->policy == SL_CACHE_LFU ? "LFU" : "LRU", s.fixed_bytes / 1e9, s.tier1_slots,
-             s.slot_bytes / 1e6);
+             s.slot_bytes / 1e6,
+             s.overlap ? "overlapped (pinned host cache, copy stream)" : "synchronous");
 }

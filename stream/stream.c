@@ -2,7 +2,11 @@
  *
  * Keys: an expert is key = layer * E + expert. Tier 2 (host cache) slots go EMPTY -> LOADING (a
  * worker reads + decodes + checksums the chunk into the slot) -> READY; tier 1 slots (backend
- * memory) are filled from READY tier-2 slots by the compute thread. Replacement is LRU in both
+ * memory) are filled from READY tier-2 slots by the compute thread. Where the backend has the
+ * overlap ops (cuda/), the host cache is page-locked and an upload is only queued: the copy
+ * stream waits for the slot's "freed" event (its previous expert's compute), copies, records
+ * "ready", and the compute stream waits for "ready" — the compute thread never blocks on a copy.
+ * The tier-2 slot stays in use until "ready" completes (sl_stream_reap_uploads). Replacement is LRU in both
  * tiers: with uniform-looking routing nothing better is known without history, and LRU keeps the
  * experts of the last few tokens, which is where decode reuse comes from (measured hit rates
  * are in bench/results/). One mutex guards all state; the slow parts (read, decode, upload) run
@@ -66,12 +70,49 @@ static int take_t2(sl_stream *st)
             (best < 0 || s->tick < st->t2[best].tick))
             best = i;
     }
+    if (best < 0 && st->overlap) { /* slots held only by finished uploads free up here */
+        int pending = 0;
+        for (int i = 0; i < st->n1; i++)
+            pending += st->t1[i].src_t2 >= 0;
+        if (pending) {
+            sl_stream_reap_uploads(st, false);
+            for (int i = 0; i < st->n2; i++) {
+                t2_slot *s = &st->t2[i];
+                if (s->state == T2_READY && s->users == 0 && !st->wanted[s->key] &&
+                    (best < 0 || s->tick < st->t2[best].tick))
+                    best = i;
+            }
+        }
+    }
     if (best >= 0) {
         st->t2_of[st->t2[best].key] = -1;
         st->t2[best].state = T2_EMPTY;
         st->stats.tier2_evictions++;
     }
     return best;
+}
+
+void sl_stream_reap_uploads(sl_stream *st, bool block)
+{
+    bool freed = false;
+    for (int i = 0; i < st->n1; i++) {
+        t1_slot *s = &st->t1[i];
+        if (s->src_t2 < 0)
+            continue;
+        sl_error e = {0};
+        int done = st->b->ops->event_done(st->b, s->ready, block, &e);
+        if (done == 0)
+            continue;
+        if (done < 0 && !st->failed) { /* the device failed: stop, and let the next call say why */
+            st->failed = true;
+            st->err = e;
+        }
+        st->t2[s->src_t2].users--;
+        s->src_t2 = -1;
+        freed = true;
+    }
+    if (freed)
+        pthread_cond_broadcast(&st->done_cv);
 }
 
 /* Read chunk i's stored bytes (padded) into the worker's stage and decode + verify into dst. */
@@ -315,19 +356,41 @@ static int sp_expert_next(sl_weight_provider *p, int layer, int *expert, const s
                 break; /* cannot happen with >= 1 slot: handed-out experts are done first */
             t2_slot *src = &st->t2[t2];
             t1_slot *dst = &st->t1[t1];
-            src->users++;
+            if (dst->src_t2 >= 0) { /* its last upload may still read a host slot: settle it */
+                sl_error de = {0};
+                if (op->event_done(st->b, dst->ready, true, &de) < 0 && !st->failed) {
+                    st->failed = true;
+                    st->err = de;
+                }
+                st->t2[dst->src_t2].users--;
+                dst->src_t2 = -1;
+            }
+            src->users++; /* until the copy has read it: at once, or when `ready` completes */
             src->tick = ++st->tick;
             size_t bytes = sl_sluice_chunk_at(st->file, (size_t)st->chunk_of[key])->decoded_size;
             pthread_mutex_unlock(&st->mu);
             double t0 = sl_now();
-            int rc = op->upload(st->b, dst->mem, src->mem, bytes);
-            sl_trace_add(st, "upload", key, 0, t0, sl_now());
+            int rc;
+            sl_error ue = {0};
+            if (st->overlap) {
+                /* copy stream: after the slot's last reader, copy, mark ready; compute waits */
+                rc = op->upload_async(st->b, dst->mem, src->mem, bytes, dst->freed, dst->ready, &ue);
+                if (rc == 0)
+                    rc = op->compute_wait(st->b, dst->ready, &ue);
+            } else {
+                rc = op->upload(st->b, dst->mem, src->mem, bytes);
+            }
+            sl_trace_add(st, st->overlap ? "upload (queued)" : "upload", key, 0, t0, sl_now());
             pthread_mutex_lock(&st->mu);
-            src->users--;
+            if (st->overlap && rc == 0)
+                dst->src_t2 = t2;
+            else
+                src->users--;
             if (rc == 0)
                 rc = bind_weights(st, dst, key, e);
             else
-                sl_errorf(e, rc, "upload of layer %d expert %d to %s failed", layer, st->want[i], op->name);
+                sl_errorf(e, rc, "upload of layer %d expert %d to %s failed%s%s", layer, st->want[i],
+                          op->name, ue.msg[0] ? ": " : "", ue.msg);
             if (rc) {
                 pthread_cond_broadcast(&st->done_cv);
                 pthread_mutex_unlock(&st->mu);
@@ -353,6 +416,10 @@ static int sp_expert_next(sl_weight_provider *p, int layer, int *expert, const s
             if (!st->given[i] && st->t2_of[key] < 0 && st->queued[key] != 2)
                 push_job(st, key, true);
         }
+        if (st->overlap) /* host-cache slots held by uploads may be what a worker waits for */
+            sl_stream_reap_uploads(st, true);
+        if (st->failed)
+            continue;
         double t0 = sl_now();
         pthread_cond_wait(&st->done_cv, &st->mu);
         double t1 = sl_now();
@@ -367,8 +434,17 @@ static void sp_expert_done(sl_weight_provider *p, int layer, int expert)
     sl_trace_add(st, "expert compute", layer * st->E + expert, 0, st->t_given, sl_now());
     pthread_mutex_lock(&st->mu);
     int t1 = st->t1_of[layer * st->E + expert];
+    if (t1 >= 0 && st->overlap) { /* the next upload into this slot waits for these ops */
+        sl_error e = {0};
+        if (st->b->ops->compute_record(st->b, st->t1[t1].freed, &e) && !st->failed) {
+            st->failed = true;
+            st->err = e;
+        }
+    }
     if (t1 >= 0 && st->t1[t1].refs > 0)
         st->t1[t1].refs--;
+    if (st->overlap)
+        sl_stream_reap_uploads(st, false);
     pthread_mutex_unlock(&st->mu);
 }
 

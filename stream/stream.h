@@ -3,7 +3,7 @@
  * prefetches), checksummed and decoded into a host cache (tier 2), and copied into a pool of
  * backend-memory slots (tier 1) that the forward pass computes from, while other chunks load.
  *
- *   .sluice ──read+decode (workers)──► host cache (tier 2, LRU) ──upload──► slots (tier 1, LRU)
+ *   .sluice ──read+decode (workers)──► host cache (tier 2, LRU) ──upload──► slots (tier 1, LFU)
  *                                                                             │
  *                                      model/ forward pass ◄── expert_next ───┘ (arrival order)
  *
@@ -38,6 +38,8 @@ typedef struct sl_stream_opts {
     int max_tokens;        /* tokens per forward call */
     int max_ctx;           /* context the caller's KV cache will hold (budget accounting) */
     sl_cache_policy policy;
+    bool sync_uploads;     /* copy into backend slots synchronously even where the backend can
+                            * overlap copies with compute (for measuring what overlap gains) */
 } sl_stream_opts;
 
 /* Counters, cumulative since open. */
@@ -61,6 +63,8 @@ typedef struct sl_stream_stats {
     size_t resident_bytes;      /* embedding, head, layer cores as placed */
     size_t fixed_bytes;         /* resident + run state + KV cache: the budget before slots */
     size_t slot_bytes;          /* one slot */
+    bool overlap;               /* uploads queued on a copy stream, ordered by events */
+    bool host_pinned;           /* the host cache is page-locked (DMA uploads) */
 } sl_stream_stats;
 
 typedef struct sl_stream sl_stream;

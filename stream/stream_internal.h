@@ -16,6 +16,8 @@ typedef struct t1_slot {      /* backend memory */
     uint64_t tick;            /* LRU */
     void *mem;                /* slot_bytes */
     sl_expert_weights w;      /* views into mem */
+    sl_event *ready, *freed;  /* overlap: upload done; last compute reading mem done */
+    int src_t2;               /* overlap: tier-2 slot an upload in flight still reads, -1 */
 } t1_slot;
 
 typedef struct t2_slot {      /* host cache */
@@ -69,6 +71,8 @@ struct sl_stream {
     size_t slot_bytes;
     void *t1_mem;             /* backend allocation holding every tier-1 slot */
     void *t2_mem;             /* host allocation holding every tier-2 slot */
+    bool overlap;             /* uploads on the backend's copy stream, ordered by events */
+    bool t2_pinned;           /* t2_mem is page-locked by the backend */
 
     /* job queues: ring buffers of keys */
     int *dq, *pq;
@@ -108,6 +112,9 @@ static inline bool sl_stream_evict_before(const sl_stream *st, int ka, uint64_t 
     return ta < tb;
 }
 void *sl_stream_worker_main(void *arg);
+/* Overlap: hand back the tier-2 slots whose uploads finished (all of them, waiting, with
+ * `block`). Under the lock. */
+void sl_stream_reap_uploads(sl_stream *st, bool block);
 /* Record one event (no allocation: drops events past the preallocated capacity). */
 void sl_trace_add(sl_stream *st, const char *name, int key, int tid, double t0, double t1);
 

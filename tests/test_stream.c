@@ -9,6 +9,7 @@
 
 #include <criterion/criterion.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -80,13 +81,138 @@ static double strm_rel(const float *a, const float *b, size_t n)
     return sqrt(num / den);
 }
 
-static void strm_check_small_budgets(const char *fixture, bool prefetch)
+/* ---- a CPU backend with deferred uploads --------------------------------------------------
+ * The overlap ops as a GPU has them, with the copy deferred to the last moment the ordering
+ * rules allow: upload_async only notes the copy; it happens when compute that waited for its
+ * "ready" event runs (the next matmul) or when the host asks for the event blocking, and a
+ * non-blocking query says "pending" until then. So a stream that hands a host-cache slot back
+ * before its copy ran (a worker then overwrites it), or lets compute read a slot without waiting
+ * for its copy, computes on the wrong bytes and the logits differ from the resident run. */
+typedef struct dfr_event {
+    bool pending, waited;
+    void *dst;
+    const void *src;
+    size_t bytes;
+} dfr_event;
+
+static struct {
+    sl_backend_ops ops;
+    void (*cpu_matmul)(sl_backend *, float *, const float *, const sl_weight *, int);
+    pthread_mutex_t mu;
+    dfr_event *ev[256];
+    int n_ev, created, destroyed, pins, unpins, copies, pending_answers;
+} dfr = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+static void dfr_run(dfr_event *ev) /* under dfr.mu */
+{
+    if (ev->pending) {
+        memcpy(ev->dst, ev->src, ev->bytes);
+        ev->pending = false;
+        dfr.copies++;
+    }
+}
+
+static int dfr_pin(sl_backend *b, void *p, size_t n, sl_error *e) { dfr.pins++; return 0; }
+static void dfr_unpin(sl_backend *b, void *p) { dfr.unpins++; }
+
+static int dfr_event_create(sl_backend *b, sl_event **out, sl_error *e)
+{
+    dfr_event *ev = calloc(1, sizeof *ev);
+    cr_assert(ev && dfr.n_ev < 256, "more events than the test expects");
+    pthread_mutex_lock(&dfr.mu);
+    dfr.ev[dfr.n_ev++] = ev;
+    dfr.created++;
+    pthread_mutex_unlock(&dfr.mu);
+    *out = (sl_event *)ev;
+    return 0;
+}
+
+static void dfr_event_destroy(sl_backend *b, sl_event *ev)
+{
+    pthread_mutex_lock(&dfr.mu);
+    cr_expect(!((dfr_event *)ev)->pending, "an event was destroyed with its copy still pending");
+    for (int i = 0; i < dfr.n_ev; i++)
+        if (dfr.ev[i] == (dfr_event *)ev)
+            dfr.ev[i] = dfr.ev[--dfr.n_ev];
+    dfr.destroyed++;
+    pthread_mutex_unlock(&dfr.mu);
+    free(ev);
+}
+
+static int dfr_upload_async(sl_backend *b, void *dst, const void *src, size_t bytes, sl_event *after,
+                            sl_event *ready, sl_error *e)
+{
+    pthread_mutex_lock(&dfr.mu);
+    /* one copy stream: an earlier copy into the same slot runs first */
+    for (int i = 0; i < dfr.n_ev; i++)
+        if (dfr.ev[i]->pending && dfr.ev[i]->dst == dst)
+            dfr_run(dfr.ev[i]);
+    *(dfr_event *)ready = (dfr_event){.pending = true, .dst = dst, .src = src, .bytes = bytes};
+    pthread_mutex_unlock(&dfr.mu);
+    return 0;
+}
+
+static int dfr_compute_wait(sl_backend *b, sl_event *ev, sl_error *e)
+{
+    pthread_mutex_lock(&dfr.mu);
+    ((dfr_event *)ev)->waited = true;
+    pthread_mutex_unlock(&dfr.mu);
+    return 0;
+}
+
+static int dfr_compute_record(sl_backend *b, sl_event *ev, sl_error *e) { return 0; }
+
+static int dfr_event_done(sl_backend *b, sl_event *ev, bool block, sl_error *e)
+{
+    pthread_mutex_lock(&dfr.mu);
+    dfr_event *d = (dfr_event *)ev;
+    if (block)
+        dfr_run(d);
+    else if (d->pending)
+        dfr.pending_answers++;
+    int done = !d->pending;
+    pthread_mutex_unlock(&dfr.mu);
+    return done;
+}
+
+/* compute that waited for copies runs after them */
+static void dfr_matmul(sl_backend *b, float *out, const float *x, const sl_weight *w, int n)
+{
+    pthread_mutex_lock(&dfr.mu);
+    for (int i = 0; i < dfr.n_ev; i++)
+        if (dfr.ev[i]->waited) {
+            dfr_run(dfr.ev[i]);
+            dfr.ev[i]->waited = false;
+        }
+    pthread_mutex_unlock(&dfr.mu);
+    dfr.cpu_matmul(b, out, x, w, n);
+}
+
+static void dfr_wrap(sl_backend *b)
+{
+    dfr.ops = *b->ops;
+    dfr.cpu_matmul = b->ops->matmul;
+    dfr.ops.matmul = dfr_matmul;
+    dfr.ops.pin_host = dfr_pin;
+    dfr.ops.unpin_host = dfr_unpin;
+    dfr.ops.event_create = dfr_event_create;
+    dfr.ops.event_destroy = dfr_event_destroy;
+    dfr.ops.upload_async = dfr_upload_async;
+    dfr.ops.compute_wait = dfr_compute_wait;
+    dfr.ops.compute_record = dfr_compute_record;
+    dfr.ops.event_done = dfr_event_done;
+    b->ops = &dfr.ops;
+}
+
+static void strm_check_small_budgets_on(const char *fixture, bool prefetch, bool deferred)
 {
     char path[256];
     strm_convert(fixture, path, sizeof path);
     sl_error e = {0};
     sl_backend *b;
     cr_assert_eq(sl_cpu_backend_create(2, &b, &e), 0);
+    if (deferred)
+        dfr_wrap(b);
 
     /* all resident, from the Hugging Face source */
     char src[256];
@@ -129,14 +255,31 @@ static void strm_check_small_budgets(const char *fixture, bool prefetch)
     cr_assert_eq(s.tier1_hits + s.tier2_hits + s.misses, s.requests);
     if (prefetch)
         cr_assert_gt(s.predicted, 0);
+    cr_assert_eq(s.overlap, deferred);
+    if (deferred) {
+        cr_log_info("deferred copies %d, pending answers %d", dfr.copies, dfr.pending_answers);
+        cr_assert_gt(dfr.copies, 0);
+        cr_assert_eq(dfr.pins, 2, "the host cache is pinned once per open");
+        cr_assert_eq(dfr.unpins, 2);
+        cr_assert_eq(dfr.n_ev, 0, "every event is destroyed at close");
+        cr_assert_eq(dfr.destroyed, dfr.created);
+    }
     free(want.logits);
     free(got.logits);
     b->ops->destroy(b);
 }
 
+static void strm_check_small_budgets(const char *fixture, bool prefetch)
+{
+    strm_check_small_budgets_on(fixture, prefetch, false);
+}
+
 Test(stream, small_budgets_match_resident_tiny_a) { strm_check_small_budgets("tiny-a-bf16", true); }
 Test(stream, small_budgets_match_resident_tiny_b_fp8) { strm_check_small_budgets("tiny-b-fp8", true); }
 Test(stream, small_budgets_no_prefetch_tiny_b) { strm_check_small_budgets("tiny-b-bf16", false); }
+/* The same through the overlap ops (pinned host cache, copies ordered by events), deferred. */
+Test(stream, small_budgets_deferred_uploads_tiny_a) { strm_check_small_budgets_on("tiny-a-bf16", true, true); }
+Test(stream, small_budgets_deferred_uploads_tiny_b_fp8) { strm_check_small_budgets_on("tiny-b-fp8", true, true); }
 
 /* A budget below resident weights + 2 slots is refused, naming the minimum. */
 Test(stream, budget_below_minimum_names_it)
