@@ -9,8 +9,12 @@
 #include <string.h>
 #include <sys/stat.h>
 
+/* What a load places: everything; all but the routed experts; or the shell (embedding, head,
+ * final norm and the routers) when layer cores stream too. */
+enum { PARTS_ALL, PARTS_CORES, PARTS_SHELL };
+
 typedef struct loader {
-    bool skip_experts;
+    int parts;
     sl_weight_source *src;
     const sl_config *c;
     sl_backend *b;
@@ -81,75 +85,63 @@ static int load_mat(loader *L, const char *name, int rows, int cols, sl_weight *
     return load_mat_as(L, name, rows, cols, false, w);
 }
 
-#define NAME(buf, ...) (snprintf(buf, sizeof buf, __VA_ARGS__), buf)
-
-static int load_mlp(loader *L, const char *prefix, int width, sl_weight *gate, sl_weight *up,
-                    sl_weight *down)
+/* one core tensor, placed as model/core.c lists it */
+static int load_core_tensor(void *ctx, const char *name, sl_core_kind kind, int rows, int cols,
+                            float **vec, sl_weight *mat)
 {
+    loader *L = ctx;
+    if (vec ? *vec != NULL : mat->data != NULL)
+        return 0; /* placed already (a shell's router) */
+    if (kind == SL_CORE_VEC)
+        return load_vec(L, name, rows, vec);
+    return load_mat_as(L, name, rows, cols, kind == SL_CORE_MAT_F32, mat);
+}
+
+/* The shell keeps, of a layer, only what the next-layer expert guess needs resident: its FFN
+ * norm and router. */
+static int load_router(loader *L, int i, sl_layer_weights *lw)
+{
+    const sl_config *c = L->c;
     char n[256];
-    int H = L->c->hidden_size, rc;
-    if ((rc = load_mat(L, NAME(n, "%sgate_proj.weight", prefix), width, H, gate)) ||
-        (rc = load_mat(L, NAME(n, "%sup_proj.weight", prefix), width, H, up)) ||
-        (rc = load_mat(L, NAME(n, "%sdown_proj.weight", prefix), H, width, down)))
+    lw->moe = sl_layer_is_moe(c, i);
+    if (!lw->moe)
+        return 0;
+    int rc;
+    snprintf(n, sizeof n, "model.layers.%d.post_attention_layernorm.weight", i);
+    if ((rc = load_vec(L, n, c->hidden_size, &lw->ffn_norm)))
         return rc;
-    return 0;
+    snprintf(n, sizeof n, "model.layers.%d.mlp.gate.weight", i);
+    if ((rc = load_mat(L, n, c->n_routed_experts, c->hidden_size, &lw->router)))
+        return rc;
+    snprintf(n, sizeof n, "model.layers.%d.mlp.gate.e_score_correction_bias", i);
+    return load_vec(L, n, c->n_routed_experts, &lw->router_bias);
 }
 
 static int load_layer(loader *L, int i, sl_layer_weights *lw)
 {
     const sl_config *c = L->c;
-    int H = c->hidden_size, nh = c->num_attention_heads;
-    int qk = c->qk_nope_head_dim + c->qk_rope_head_dim;
-    char n[256], p[64];
-    int rc;
-    snprintf(p, sizeof p, "model.layers.%d.", i);
-    if ((rc = load_vec(L, NAME(n, "%sinput_layernorm.weight", p), H, &lw->attn_norm)) ||
-        (rc = load_vec(L, NAME(n, "%spost_attention_layernorm.weight", p), H, &lw->ffn_norm)))
+    if (L->parts == PARTS_SHELL)
+        return load_router(L, i, lw);
+    int rc = sl_core_tensors(c, i, lw, load_core_tensor, L);
+    if (rc || !lw->moe || L->parts == PARTS_CORES)
         return rc;
-    if (c->q_lora_rank > 0) {
-        if ((rc = load_mat(L, NAME(n, "%sself_attn.q_a_proj.weight", p), c->q_lora_rank, H, &lw->q_a)) ||
-            (rc = load_vec(L, NAME(n, "%sself_attn.q_a_layernorm.weight", p), c->q_lora_rank, &lw->q_a_norm)) ||
-            (rc = load_mat(L, NAME(n, "%sself_attn.q_b_proj.weight", p), nh * qk, c->q_lora_rank, &lw->q_b)))
-            return rc;
-    } else if ((rc = load_mat(L, NAME(n, "%sself_attn.q_proj.weight", p), nh * qk, H, &lw->q))) {
-        return rc;
-    }
-    if ((rc = load_mat(L, NAME(n, "%sself_attn.kv_a_proj_with_mqa.weight", p),
-                       c->kv_lora_rank + c->qk_rope_head_dim, H, &lw->kv_a)) ||
-        (rc = load_vec(L, NAME(n, "%sself_attn.kv_a_layernorm.weight", p), c->kv_lora_rank, &lw->kv_a_norm)) ||
-        (rc = load_mat_as(L, NAME(n, "%sself_attn.kv_b_proj.weight", p),
-                          nh * (c->qk_nope_head_dim + c->v_head_dim), c->kv_lora_rank, true, &lw->kv_b)) ||
-        (rc = load_mat(L, NAME(n, "%sself_attn.o_proj.weight", p), H, nh * c->v_head_dim, &lw->o)))
-        return rc;
-
-    lw->moe = sl_layer_is_moe(c, i);
-    if (!lw->moe) {
-        snprintf(n, sizeof n, "%smlp.", p);
-        return load_mlp(L, n, c->intermediate_size, &lw->gate, &lw->up, &lw->down);
-    }
-    int E = c->n_routed_experts;
-    if ((rc = load_mat(L, NAME(n, "%smlp.gate.weight", p), E, H, &lw->router)) ||
-        (rc = load_vec(L, NAME(n, "%smlp.gate.e_score_correction_bias", p), E, &lw->router_bias)))
-        return rc;
-    if (L->skip_experts)
-        goto shared;
+    int E = c->n_routed_experts, H = c->hidden_size, W = c->moe_intermediate_size;
     lw->exp_gate = calloc((size_t)E, sizeof(sl_weight));
     lw->exp_up = calloc((size_t)E, sizeof(sl_weight));
     lw->exp_down = calloc((size_t)E, sizeof(sl_weight));
     if (!lw->exp_gate || !lw->exp_up || !lw->exp_down)
         return sl_errorf(L->e, SL_E_NOMEM, "%s: no memory for layer %d experts", L->src->path, i);
     for (int x = 0; x < E; x++) {
-        char ep[96];
-        snprintf(ep, sizeof ep, "%smlp.experts.%d.", p, x);
-        if ((rc = load_mlp(L, ep, c->moe_intermediate_size, &lw->exp_gate[x], &lw->exp_up[x],
-                           &lw->exp_down[x])))
+        char n[256];
+        snprintf(n, sizeof n, "model.layers.%d.mlp.experts.%d.gate_proj.weight", i, x);
+        if ((rc = load_mat(L, n, W, H, &lw->exp_gate[x])))
             return rc;
-    }
-shared:
-    if (c->n_shared_experts > 0) {
-        snprintf(n, sizeof n, "%smlp.shared_experts.", p);
-        return load_mlp(L, n, c->n_shared_experts * c->moe_intermediate_size, &lw->sh_gate,
-                        &lw->sh_up, &lw->sh_down);
+        snprintf(n, sizeof n, "model.layers.%d.mlp.experts.%d.up_proj.weight", i, x);
+        if ((rc = load_mat(L, n, W, H, &lw->exp_up[x])))
+            return rc;
+        snprintf(n, sizeof n, "model.layers.%d.mlp.experts.%d.down_proj.weight", i, x);
+        if ((rc = load_mat(L, n, H, W, &lw->exp_down[x])))
+            return rc;
     }
     return 0;
 }
@@ -173,7 +165,7 @@ static int check_config(const sl_config *c, const char *path, sl_error *e)
     return 0;
 }
 
-static int load_model(sl_weight_source *src, sl_backend *b, int max_tokens, bool skip_experts,
+static int load_model(sl_weight_source *src, sl_backend *b, int max_tokens, int parts,
                       sl_model **out, sl_error *e)
 {
     sl_model *m = calloc(1, sizeof *m);
@@ -183,7 +175,7 @@ static int load_model(sl_weight_source *src, sl_backend *b, int max_tokens, bool
     m->cfg = *src->config;
     const sl_config *c = &m->cfg;
     int rc = check_config(c, src->path, e);
-    loader L = {skip_experts, src, c, b, e};
+    loader L = {parts, src, c, b, e};
     if (rc == 0 && !(m->w.layers = calloc((size_t)c->num_hidden_layers, sizeof(sl_layer_weights))))
         rc = sl_errorf(e, SL_E_NOMEM, "%s: no memory", src->path);
     if (rc == 0)
@@ -206,13 +198,19 @@ static int load_model(sl_weight_source *src, sl_backend *b, int max_tokens, bool
 
 int sl_model_load(sl_weight_source *src, sl_backend *b, int max_tokens, sl_model **out, sl_error *e)
 {
-    return load_model(src, b, max_tokens, false, out, e);
+    return load_model(src, b, max_tokens, PARTS_ALL, out, e);
 }
 
 int sl_model_load_core(sl_weight_source *src, sl_backend *b, int max_tokens, sl_model **out,
                        sl_error *e)
 {
-    return load_model(src, b, max_tokens, true, out, e);
+    return load_model(src, b, max_tokens, PARTS_CORES, out, e);
+}
+
+int sl_model_load_shell(sl_weight_source *src, sl_backend *b, int max_tokens, sl_model **out,
+                        sl_error *e)
+{
+    return load_model(src, b, max_tokens, PARTS_SHELL, out, e);
 }
 
 int sl_model_load_hf(const char *dir, sl_backend *b, int max_tokens, sl_model **out, sl_error *e)
@@ -239,4 +237,15 @@ int sl_model_load_path(const char *path, sl_backend *b, int max_tokens, sl_model
         return rc;
     }
     return sl_model_load_hf(path, b, max_tokens, out, e);
+}
+
+int sl_model_load_cores(sl_model *m, sl_weight_source *src, sl_error *e)
+{
+    loader L = {PARTS_CORES, src, &m->cfg, m->b, e};
+    for (int i = 0; i < m->cfg.num_hidden_layers; i++) {
+        int rc = sl_core_tensors(&m->cfg, i, &m->w.layers[i], load_core_tensor, &L);
+        if (rc)
+            return rc;
+    }
+    return 0;
 }

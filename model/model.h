@@ -207,6 +207,30 @@ sl_weight_provider *sl_model_resident_provider(sl_model *m);
 int sl_model_load_core(sl_weight_source *src, sl_backend *b, int max_tokens, sl_model **out,
                        sl_error *e);
 
+/* sl_model_load with neither routed experts nor layer cores: embedding, final norm and head only.
+ * For a streamer that also provides every layer's core (sl_model_core_bind) through its provider. */
+int sl_model_load_shell(sl_weight_source *src, sl_backend *b, int max_tokens, sl_model **out,
+                        sl_error *e);
+
+/* Place every layer's core into a model loaded as a shell (what sl_model_load_core would have
+ * placed); on error the model keeps what was placed and is freed as usual. */
+int sl_model_load_cores(sl_model *m, sl_weight_source *src, sl_error *e);
+
+/* ---- layer cores that stream ---------------------------------------------------------------
+ * A layer's non-expert weights as one image a streamer copies into a backend slot in one piece:
+ * matrices in their stored format (kv_b, and formats the backend cannot take, widened to f32),
+ * vectors as f32, each at a 256-byte aligned offset — as whole-model loading places them. The
+ * lookup answers a tensor's stored format and bytes by checkpoint name, checking the shape
+ * (cols 0: a vector of `rows`); data may be NULL when only sizes and formats are needed. */
+typedef int (*sl_tensor_lookup)(void *ctx, const char *name, int64_t rows, int64_t cols, int *fmt,
+                                const void **data, sl_error *e);
+/* The image's size in *bytes; with `image` (host memory of that size) also fill it. */
+int sl_model_core_image(const sl_model *m, int layer, sl_tensor_lookup get, void *ctx, void *image,
+                        size_t *bytes, sl_error *e);
+/* Point lw's weights into `base`, backend memory holding layer `layer`'s image. */
+int sl_model_core_bind(const sl_model *m, int layer, sl_tensor_lookup get, void *ctx, void *base,
+                       sl_layer_weights *lw, sl_error *e);
+
 /* sl_model_load over PATH: a .sluice file, or a Hugging Face directory. */
 int sl_model_load_path(const char *path, sl_backend *b, int max_tokens, sl_model **out, sl_error *e);
 /* Same, for a Hugging Face directory only (kept for callers that mean exactly that). */

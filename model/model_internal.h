@@ -63,6 +63,14 @@ static inline bool sl_layer_is_moe(const sl_config *c, int layer)
            layer % (c->moe_layer_freq > 0 ? c->moe_layer_freq : 1) == 0;
 }
 
+/* A layer core's tensors, in one fixed order (model/core.c): visit is called per tensor with its
+ * checkpoint name, kind, shape (vectors: rows = length, cols 0) and where in lw it goes (vec for
+ * vectors, mat for matrices). Sets lw->moe. Stops at the first non-zero return. */
+typedef enum { SL_CORE_VEC, SL_CORE_MAT, SL_CORE_MAT_F32 /* widened to f32 whatever stored */ } sl_core_kind;
+typedef int (*sl_core_visit)(void *ctx, const char *name, sl_core_kind kind, int rows, int cols,
+                             float **vec, sl_weight *mat);
+int sl_core_tensors(const sl_config *c, int layer, sl_layer_weights *lw, sl_core_visit visit, void *ctx);
+
 /* Allocate the run state and rope tables once the weights are in (model/runtime.c). */
 int sl_model_init_runtime(sl_model *m, int max_tokens, sl_error *e);
 

@@ -42,14 +42,15 @@ int sl_stream_open(const char *path, sl_backend *b, const sl_stream_opts *o, sl_
     if (rc)
         return fail(st, rc);
 
-    /* resident part: everything but the routed experts, through the file's weight source */
+    /* the shell first (embedding, head, routers): its run state sizes the budget */
     sl_weight_source *src;
     if ((rc = sl_sluice_source_open(path, &src, e)))
         return fail(st, rc);
-    rc = sl_model_load_core(src, b, o->max_tokens > 0 ? o->max_tokens : 256, &st->model, e);
-    src->close(src);
-    if (rc)
+    rc = sl_model_load_shell(src, b, o->max_tokens > 0 ? o->max_tokens : 256, &st->model, e);
+    if (rc) {
+        src->close(src);
         return fail(st, rc);
+    }
 
     const sl_config *c = sl_model_config(st->model);
     st->E = c->n_routed_experts;
@@ -69,34 +70,56 @@ int sl_stream_open(const char *path, sl_backend *b, const sl_stream_opts *o, sl_
     st->q_cap = (int)keys * 2 + 8;
     st->dq = malloc((size_t)st->q_cap * sizeof(int));
     st->pq = malloc((size_t)st->q_cap * sizeof(int));
+    st->core_chunk = malloc((size_t)st->layers * sizeof(int));
+    st->core_size = calloc((size_t)st->layers, sizeof(size_t));
+    st->c2_of = malloc((size_t)st->layers * sizeof(int));
     if (!st->chunk_of || !st->t1_of || !st->t2_of || !st->queued || !st->hinted || !st->wanted ||
-        !st->want || !st->given || !st->dq || !st->pq || !st->freq || !st->touched)
+        !st->want || !st->given || !st->dq || !st->pq || !st->freq || !st->touched ||
+        !st->core_chunk || !st->core_size || !st->c2_of) {
+        src->close(src);
         return fail(st, sl_errorf(e, SL_E_NOMEM, "%s: no memory for the expert index", path));
+    }
 
-    /* slot size: the largest expert chunk; resident bytes: everything else */
-    size_t resident = 0, n_expert_chunks = 0, max_stage = 4096;
+    /* slot size: the largest expert chunk; resident bytes: everything else as the model places
+     * it (matrices as stored, vectors and kv_b widened to fp32); shell: what stays when cores
+     * stream (resident chunks and the routers) */
+    size_t resident = 0, shell = 0, n_expert_chunks = 0, max_stage = 4096, max_core = 0;
     for (size_t i = 0; i < keys; i++)
         st->chunk_of[i] = -1, st->t1_of[i] = -1, st->t2_of[i] = -1;
+    for (int L = 0; L < st->layers; L++)
+        st->core_chunk[L] = -1, st->c2_of[L] = -1;
     for (size_t i = 0; i < sl_sluice_chunk_count(st->file); i++) {
         const sl_sluice_chunk *ch = sl_sluice_chunk_at(st->file, i);
         uint64_t padded = sl_sluice_padded(ch->stored_size);
         if (padded > max_stage)
             max_stage = padded;
         if (ch->kind != SL_CHUNK_EXPERT) {
-            /* as the model places them: matrices as stored, vectors and kv_b widened to fp32 */
+            if (ch->kind == SL_CHUNK_CORE && ch->layer >= 0 && ch->layer < st->layers) {
+                st->core_chunk[ch->layer] = (int)i;
+                if (ch->decoded_size > max_core)
+                    max_core = ch->decoded_size;
+            }
             for (uint32_t t = 0; t < ch->n_tensors; t++) {
                 const sl_sluice_tensor *tv = sl_sluice_tensor_at(st->file, ch->first_tensor + t);
                 size_t l = strlen(tv->name);
                 bool kv_b = l >= 16 && !strcmp(tv->name + l - 16, "kv_b_proj.weight");
-                resident += tv->cols == 0 ? (size_t)tv->rows * 4
-                            : kv_b        ? (size_t)tv->rows * (size_t)tv->cols * 4
-                                          : (size_t)tv->nbytes;
+                size_t placed = tv->cols == 0 ? (size_t)tv->rows * 4
+                                : kv_b        ? (size_t)tv->rows * (size_t)tv->cols * 4
+                                              : (size_t)tv->nbytes;
+                resident += placed;
+                bool router = (l >= 15 && !strcmp(tv->name + l - 15, "mlp.gate.weight")) ||
+                              strstr(tv->name, "e_score_correction_bias") ||
+                              strstr(tv->name, "post_attention_layernorm");
+                if (ch->kind != SL_CHUNK_CORE || router)
+                    shell += placed;
             }
             continue;
         }
-        if (ch->layer < 0 || ch->layer >= st->layers || ch->expert < 0 || ch->expert >= st->E)
+        if (ch->layer < 0 || ch->layer >= st->layers || ch->expert < 0 || ch->expert >= st->E) {
+            src->close(src);
             return fail(st, sl_errorf(e, SL_E_FORMAT, "%s: chunk %zu names layer %d expert %d",
                                       path, i, ch->layer, ch->expert));
+        }
         if (ch->expert == 0)
             st->stats.moe_layers++;
         st->chunk_of[ch->layer * st->E + ch->expert] = (int)i;
@@ -105,32 +128,88 @@ int sl_stream_open(const char *path, sl_backend *b, const sl_stream_opts *o, sl_
         n_expert_chunks++;
     }
     st->slot_bytes = (st->slot_bytes + 255) & ~(size_t)255;
-    st->stats.resident_bytes = resident;
     st->stats.slot_bytes = st->slot_bytes;
     st->stats.experts = st->E;
+    for (int L = 0; L < st->layers; L++)
+        if (st->core_chunk[L] < 0) {
+            src->close(src);
+            return fail(st, sl_errorf(e, SL_E_FORMAT, "%s: no core chunk for layer %d", path, L));
+        }
 
-    /* tier 1: what the backend budget leaves after the resident weights, at least 2 slots */
+    /* layer cores: resident when the budget holds them with two expert slots, else streamed */
+    size_t run = sl_model_runtime_bytes(st->model) +
+                 sl_kv_cache_bytes(st->model, o->max_ctx > 0 ? o->max_ctx : 4096);
+    size_t min_slots = n_expert_chunks > 0 ? 2 * st->slot_bytes : 0;
+    st->stream_cores = o->stream_cores ||
+                       (o->backend_budget && o->backend_budget < resident + run + min_slots);
+    size_t fixed;
+    if (!st->stream_cores) {
+        rc = sl_model_load_cores(st->model, src, e);
+        src->close(src);
+        if (rc)
+            return fail(st, rc);
+        fixed = resident + run;
+        st->stats.resident_bytes = resident;
+    } else {
+        src->close(src);
+        for (int L = 0; L < st->layers; L++) {
+            if ((rc = sl_stream_core_image_bytes(st, L, &st->core_size[L], e)))
+                return fail(st, rc);
+            if (st->core_size[L] > st->core_bytes)
+                st->core_bytes = st->core_size[L];
+        }
+        fixed = shell + run + 2 * st->core_bytes;
+        st->stats.resident_bytes = shell;
+        st->stats.cores_streamed = true;
+        st->stats.core_slot_bytes = st->core_bytes;
+    }
+    st->stats.fixed_bytes = fixed;
+    if (o->backend_budget && o->backend_budget < fixed + min_slots)
+        return fail(st, sl_errorf(e, SL_E_ARG,
+                                  "%s: a backend budget of %.2f GB cannot hold this model: the minimum "
+                                  "is %.2f GB (embedding, head and routers %.2f GB + activations and KV "
+                                  "cache %.2f GB + 2 layer-core slots of %.1f MB + 2 expert slots of %.1f MB)",
+                                  path, o->backend_budget / 1e9, (fixed + min_slots) / 1e9, shell / 1e9,
+                                  run / 1e9, st->core_bytes / 1e6, st->slot_bytes / 1e6));
+
+    /* host budget: core images first (every token needs every core), then the expert cache */
+    size_t host = o->host_budget ? o->host_budget : mem_available() / 4;
+    if (st->stream_cores) {
+        size_t want = 2 * st->core_bytes + min_slots;
+        if (host < want)
+            return fail(st, sl_errorf(e, SL_E_ARG, "%s: a host cache of %.1f MB cannot hold 2 layer-core "
+                                      "images of %.1f MB and 2 expert chunks of %.1f MB", path, host / 1e6,
+                                      st->core_bytes / 1e6, st->slot_bytes / 1e6));
+        size_t nc2 = (host - min_slots) / st->core_bytes;
+        st->nc2 = (int)(nc2 > (size_t)st->layers ? (size_t)st->layers : nc2);
+        host -= (size_t)st->nc2 * st->core_bytes;
+        st->stats.core_host_slots = st->nc2;
+        st->c2 = calloc((size_t)st->nc2, sizeof *st->c2);
+        st->core_stage = NULL;
+        if (!st->c2 || posix_memalign(&st->c2_mem, 4096, (size_t)st->nc2 * st->core_bytes) ||
+            posix_memalign(&st->core_stage, 4096, max_stage) ||
+            !(st->core_decoded = malloc(max_core ? max_core : 1)))
+            return fail(st, sl_errorf(e, SL_E_NOMEM, "%s: cannot allocate %.2f GB of host layer-core images",
+                                      path, (double)st->nc2 * st->core_bytes / 1e9));
+        for (int i = 0; i < st->nc2; i++)
+            st->c2[i] = (core_host){.layer = -1, .mem = (char *)st->c2_mem + (size_t)i * st->core_bytes};
+        if ((rc = b->ops->alloc(b, 2 * st->core_bytes, &st->c1_mem)))
+            return fail(st, sl_errorf(e, rc, "%s: cannot allocate 2 layer-core slots (%.2f GB) on %s",
+                                      path, 2 * st->core_bytes / 1e9, b->ops->name));
+        for (int s = 0; s < 2; s++)
+            st->c1[s] = (core_slot){.layer = -1, .src = -1,
+                                    .mem = (char *)st->c1_mem + (size_t)s * st->core_bytes};
+        st->core_cur = -1;
+    }
+
+    /* tier 1: what the backend budget leaves, at least 2 slots */
     if (n_expert_chunks > 0) {
         size_t n1 = n_expert_chunks;
-        /* everything else the backend holds for this model: resident weights, run state, the
-         * caller's KV cache */
-        size_t fixed = resident + sl_model_runtime_bytes(st->model) +
-                       sl_kv_cache_bytes(st->model, o->max_ctx > 0 ? o->max_ctx : 4096);
-        st->stats.fixed_bytes = fixed;
         if (o->backend_budget) {
-            size_t min = fixed + 2 * st->slot_bytes;
-            if (o->backend_budget < min)
-                return fail(st, sl_errorf(e, SL_E_ARG,
-                                          "%s: a backend budget of %.2f GB cannot hold this model: the "
-                                          "minimum is %.2f GB (resident weights, activations and KV "
-                                          "cache %.2f GB + 2 expert slots of %.1f MB)",
-                                          path, o->backend_budget / 1e9, min / 1e9, fixed / 1e9,
-                                          st->slot_bytes / 1e6));
             n1 = (o->backend_budget - fixed) / st->slot_bytes;
             if (n1 > n_expert_chunks)
                 n1 = n_expert_chunks;
         }
-        size_t host = o->host_budget ? o->host_budget : mem_available() / 4;
         size_t n2 = host / st->slot_bytes;
         if (n2 < 2)
             return fail(st, sl_errorf(e, SL_E_ARG, "%s: a host cache of %.1f MB holds fewer than 2 "
@@ -158,22 +237,32 @@ int sl_stream_open(const char *path, sl_backend *b, const sl_stream_opts *o, sl_
             st->t2[i] = (t2_slot){.key = -1, .mem = (char *)st->t2_mem + i * st->slot_bytes};
     }
 
-    /* overlap: a page-locked host cache and two events per slot, where the backend has them */
+    /* overlap: page-locked host memory and two events per slot, where the backend has them */
     const sl_backend_ops *op = b->ops;
-    if (st->n1 > 0 && !o->sync_uploads && op->pin_host && op->upload_async && op->event_create) {
+    if ((st->n1 > 0 || st->stream_cores) && !o->sync_uploads && op->pin_host && op->upload_async &&
+        op->event_create) {
         sl_error pe = {0};
-        if ((rc = op->pin_host(b, st->t2_mem, (size_t)st->n2 * st->slot_bytes, &pe)))
+        if (st->n2 > 0 && (rc = op->pin_host(b, st->t2_mem, (size_t)st->n2 * st->slot_bytes, &pe)))
             return fail(st, sl_errorf(e, rc, "%s: host cache: %s (a smaller --ram, or --sync-uploads)",
                                       path, pe.msg));
-        st->t2_pinned = true;
+        st->t2_pinned = st->n2 > 0;
+        if (st->stream_cores &&
+            (rc = op->pin_host(b, st->c2_mem, (size_t)st->nc2 * st->core_bytes, &pe)))
+            return fail(st, sl_errorf(e, rc, "%s: layer-core images: %s (a smaller --ram, or "
+                                      "--sync-uploads)", path, pe.msg));
+        st->c2_pinned = st->stream_cores;
         for (int i = 0; i < st->n1; i++)
             if ((rc = op->event_create(b, &st->t1[i].ready, e)) ||
                 (rc = op->event_create(b, &st->t1[i].freed, e)))
                 return fail(st, rc);
+        for (int s = 0; st->stream_cores && s < 2; s++)
+            if ((rc = op->event_create(b, &st->c1[s].ready, e)) ||
+                (rc = op->event_create(b, &st->c1[s].freed, e)))
+                return fail(st, rc);
         st->overlap = true;
     }
     st->stats.overlap = st->overlap;
-    st->stats.host_pinned = st->t2_pinned;
+    st->stats.host_pinned = st->t2_pinned || st->c2_pinned;
 
     st->prefetch = o->prefetch;
     if (o->trace_path) {
@@ -212,6 +301,9 @@ int sl_stream_open(const char *path, sl_backend *b, const sl_stream_opts *o, sl_
             return fail(st, sl_errorf(e, SL_E_NOMEM, "%s: cannot start worker threads", path));
         }
     }
+
+    if (st->stream_cores && (rc = sl_stream_cores_start(st, e)))
+        return fail(st, rc);
 
     st->base = sl_stream_provider_ops;
     /* the model's own provider still answers for the resident layer cores */
@@ -274,6 +366,13 @@ void sl_stream_close(sl_stream *st)
         }
         free(st->workers);
     }
+    if (st->stream_cores) {
+        pthread_mutex_lock(&st->mu);
+        st->quit = true;
+        pthread_cond_broadcast(&st->work_cv);
+        pthread_mutex_unlock(&st->mu);
+        sl_stream_cores_stop(st);
+    }
     if (st->trace_path && st->trace)
         write_trace(st);
     free(st->trace);
@@ -290,6 +389,17 @@ void sl_stream_close(sl_stream *st)
     }
     if (st->t2_pinned)
         st->b->ops->unpin_host(st->b, st->t2_mem);
+    if (st->c2_pinned)
+        st->b->ops->unpin_host(st->b, st->c2_mem);
+    if (st->c1_mem)
+        st->b->ops->free(st->b, st->c1_mem);
+    free(st->c2_mem);
+    free(st->c2);
+    free(st->core_stage);
+    free(st->core_decoded);
+    free(st->core_chunk);
+    free(st->core_size);
+    free(st->c2_of);
     if (st->t1_mem)
         st->b->ops->free(st->b, st->t1_mem);
     free(st->t2_mem);
@@ -327,6 +437,20 @@ void sl_stream_summary(const sl_stream *st, double wall, char *buf, size_t n)
     sl_stream_stats s;
     sl_stream_get_stats(st, &s);
     double req = s.requests ? (double)s.requests : 1.0;
+    int k = 0;
+    if (s.cores_streamed) {
+        k = snprintf(buf, n,
+                     "layer cores: streamed through 2 backend slots of %.1f MB and %d host images; %llu "
+                     "reads (%.3f GB), %llu uploads, %llu not uploaded ahead; compute waited %.2f s for "
+                     "cores\n",
+                     s.core_slot_bytes / 1e6, s.core_host_slots, (unsigned long long)s.core_reads,
+                     s.core_bytes_read / 1e9, (unsigned long long)s.core_uploads,
+                     (unsigned long long)s.core_misses, s.core_wait_seconds);
+        if (k < 0 || (size_t)k >= n)
+            return;
+        buf += k;
+        n -= (size_t)k;
+    }
     snprintf(buf, n,
              "experts: %llu requested, tier-1 (backend, %d slots) hits %.1f%%, tier-2 (host, %d slots) "
              "hits %.1f%%, disk %.1f%%; evictions %llu / %llu\n"

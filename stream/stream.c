@@ -209,12 +209,16 @@ static int sp_layer_begin(sl_weight_provider *p, int layer, const sl_layer_weigh
 {
     sl_stream *st = (sl_stream *)p;
     st->t_layer = sl_now();
+    if (st->stream_cores)
+        return sl_stream_core_begin(st, layer, lw, e);
     return st->core->layer_begin(st->core, layer, lw, e); /* layer cores are resident */
 }
 
 static void sp_layer_end(sl_weight_provider *p, int layer)
 {
     sl_stream *st = (sl_stream *)p;
+    if (st->stream_cores)
+        sl_stream_core_end(st, layer);
     sl_trace_add(st, "layer", layer * st->E, 0, st->t_layer, sl_now());
 }
 
@@ -262,6 +266,7 @@ static int sp_experts_request(sl_weight_provider *p, int layer, const int32_t *e
     for (int x = 0; x < st->E; x++)
         st->hinted[layer * st->E + x] = 0;
     pthread_mutex_unlock(&st->mu);
+    sl_stream_core_ahead(st); /* mid-layer: the next core may be in by now */
     return 0;
 }
 

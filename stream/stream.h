@@ -8,7 +8,9 @@
  *                                      model/ forward pass ◄── expert_next ───┘ (arrival order)
  *
  * Budgets: the backend budget holds the resident weights (embedding, head, every layer core)
- * plus the slot pool; the host budget holds the host cache. Both are carved once at open; no
+ * plus the slot pool; the host budget holds the host cache. When the layer cores do not fit
+ * (or stream_cores asks), they stream too: two backend core slots (one computing, one
+ * uploading the next layer) fed from a host ring of core images (stream/cores.c). Both are carved once at open; no
  * allocation happens per token. stream/ knows chunks and bytes, not DeepSeek math: the model
  * drives it through model.h's sl_weight_provider. */
 #ifndef SL_STREAM_H
@@ -40,6 +42,7 @@ typedef struct sl_stream_opts {
     sl_cache_policy policy;
     bool sync_uploads;     /* copy into backend slots synchronously even where the backend can
                             * overlap copies with compute (for measuring what overlap gains) */
+    bool stream_cores;     /* stream layer cores even when the budget holds them all */
 } sl_stream_opts;
 
 /* Counters, cumulative since open. */
@@ -63,6 +66,12 @@ typedef struct sl_stream_stats {
     size_t resident_bytes;      /* embedding, head, layer cores as placed */
     size_t fixed_bytes;         /* resident + run state + KV cache: the budget before slots */
     size_t slot_bytes;          /* one slot */
+    bool cores_streamed;        /* layer cores stream through 2 backend slots */
+    int core_host_slots;        /* host images of layer cores */
+    size_t core_slot_bytes;
+    uint64_t core_reads, core_bytes_read, core_uploads;
+    uint64_t core_misses;       /* layer_begin found its core not uploaded ahead */
+    double core_wait_seconds;   /* compute thread blocked on a core image */
     bool overlap;               /* uploads queued on a copy stream, ordered by events */
     bool host_pinned;           /* the host cache is page-locked (DMA uploads) */
 } sl_stream_stats;

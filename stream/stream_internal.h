@@ -29,6 +29,22 @@ typedef struct t2_slot {      /* host cache */
     void *mem;
 } t2_slot;
 
+typedef struct core_slot {    /* backend memory for one layer core image (stream/cores.c) */
+    int layer;                /* whose image it holds, -1 */
+    void *mem;                /* core_bytes */
+    sl_layer_weights lw;      /* views into mem */
+    sl_event *ready, *freed;  /* overlap, as t1_slot */
+    int src;                  /* host image an upload in flight still reads, -1 */
+} core_slot;
+
+typedef struct core_host {    /* host memory for one layer core image */
+    int layer;                /* -1 when empty */
+    int state;                /* T2_* */
+    int users;                /* uploads reading it */
+    uint64_t tick;
+    void *mem;                /* core_bytes */
+} core_host;
+
 typedef struct sl_stream sl_stream;
 
 typedef struct sl_stream_worker {
@@ -73,6 +89,24 @@ struct sl_stream {
     void *t2_mem;             /* host allocation holding every tier-2 slot */
     bool overlap;             /* uploads on the backend's copy stream, ordered by events */
     bool t2_pinned;           /* t2_mem is page-locked by the backend */
+    bool c2_pinned;           /* c2_mem likewise */
+
+    /* layer cores, when they stream (stream/cores.c) */
+    bool stream_cores;
+    int *core_chunk;          /* (layers) chunk index of each layer's core */
+    size_t *core_size;        /* (layers) each layer's core image bytes */
+    size_t core_bytes;        /* the largest core image: one slot */
+    core_slot c1[2];
+    void *c1_mem;             /* backend allocation holding both core slots */
+    core_host *c2;            /* host ring of core images */
+    int nc2;
+    void *c2_mem;
+    int *c2_of;               /* (layers) host image holding the layer, -1 */
+    int core_need;            /* the layer compute is at: the core thread loads from here on */
+    int core_cur, core_slot;  /* the layer computing and its backend slot */
+    pthread_t core_thread;
+    bool core_thread_started;
+    void *core_stage, *core_decoded; /* the core thread's read and decode buffers */
 
     /* job queues: ring buffers of keys */
     int *dq, *pq;
@@ -115,6 +149,14 @@ void *sl_stream_worker_main(void *arg);
 /* Overlap: hand back the tier-2 slots whose uploads finished (all of them, waiting, with
  * `block`). Under the lock. */
 void sl_stream_reap_uploads(sl_stream *st, bool block);
+
+/* stream/cores.c */
+int sl_stream_core_image_bytes(sl_stream *st, int layer, size_t *bytes, sl_error *e);
+int sl_stream_cores_start(sl_stream *st, sl_error *e);
+int sl_stream_core_begin(sl_stream *st, int layer, const sl_layer_weights **lw, sl_error *e);
+void sl_stream_core_end(sl_stream *st, int layer);
+void sl_stream_core_ahead(sl_stream *st); /* upload the next layer's core if its image is in */
+void sl_stream_cores_stop(sl_stream *st); /* after quit is broadcast: join, settle, free events */
 /* Record one event (no allocation: drops events past the preallocated capacity). */
 void sl_trace_add(sl_stream *st, const char *name, int key, int tid, double t0, double t1);
 

@@ -84,7 +84,7 @@ static double strm_rel(const float *a, const float *b, size_t n)
 /* ---- a CPU backend with deferred uploads --------------------------------------------------
  * The overlap ops as a GPU has them, with the copy deferred to the last moment the ordering
  * rules allow: upload_async only notes the copy; it happens when compute that waited for its
- * "ready" event runs (the next matmul) or when the host asks for the event blocking, and a
+ * "ready" event runs (the next op that reads weights) or when the host asks for the event blocking, and a
  * non-blocking query says "pending" until then. So a stream that hands a host-cache slot back
  * before its copy ran (a worker then overwrites it), or lets compute read a slot without waiting
  * for its copy, computes on the wrong bytes and the logits differ from the resident run. */
@@ -97,7 +97,7 @@ typedef struct dfr_event {
 
 static struct {
     sl_backend_ops ops;
-    void (*cpu_matmul)(sl_backend *, float *, const float *, const sl_weight *, int);
+    sl_backend_ops cpu; /* the wrapped backend's own ops */
     pthread_mutex_t mu;
     dfr_event *ev[256];
     int n_ev, created, destroyed, pins, unpins, copies, pending_answers;
@@ -175,8 +175,8 @@ static int dfr_event_done(sl_backend *b, sl_event *ev, bool block, sl_error *e)
     return done;
 }
 
-/* compute that waited for copies runs after them */
-static void dfr_matmul(sl_backend *b, float *out, const float *x, const sl_weight *w, int n)
+/* compute that waited for copies runs after them: every op that reads weights flushes first */
+static void dfr_flush(void)
 {
     pthread_mutex_lock(&dfr.mu);
     for (int i = 0; i < dfr.n_ev; i++)
@@ -185,14 +185,44 @@ static void dfr_matmul(sl_backend *b, float *out, const float *x, const sl_weigh
             dfr.ev[i]->waited = false;
         }
     pthread_mutex_unlock(&dfr.mu);
-    dfr.cpu_matmul(b, out, x, w, n);
+}
+
+static void dfr_matmul(sl_backend *b, float *out, const float *x, const sl_weight *w, int n)
+{
+    dfr_flush();
+    dfr.cpu.matmul(b, out, x, w, n);
+}
+
+static void dfr_rmsnorm(sl_backend *b, float *out, int os, const float *x, int xs, const float *w,
+                        int n, int dim, float eps)
+{
+    dfr_flush();
+    dfr.cpu.rmsnorm(b, out, os, x, xs, w, n, dim, eps);
+}
+
+static void dfr_mla(sl_backend *b, float *out, const float *q, const float *latent, const float *krope,
+                    const sl_weight *kv_b, int n, int pos0, const sl_mla_dims *d, bool absorbed,
+                    float *scratch)
+{
+    dfr_flush();
+    dfr.cpu.mla_attention(b, out, q, latent, krope, kv_b, n, pos0, d, absorbed, scratch);
+}
+
+static void dfr_route(sl_backend *b, int32_t *idx, float *wts, const float *logits, const float *bias,
+                      int n, int n_experts, int n_group, int topk_group, int top_k, bool norm, float scale)
+{
+    dfr_flush();
+    dfr.cpu.moe_route(b, idx, wts, logits, bias, n, n_experts, n_group, topk_group, top_k, norm, scale);
 }
 
 static void dfr_wrap(sl_backend *b)
 {
     dfr.ops = *b->ops;
-    dfr.cpu_matmul = b->ops->matmul;
+    dfr.cpu = *b->ops;
     dfr.ops.matmul = dfr_matmul;
+    dfr.ops.rmsnorm = dfr_rmsnorm;
+    dfr.ops.mla_attention = dfr_mla;
+    dfr.ops.moe_route = dfr_route;
     dfr.ops.pin_host = dfr_pin;
     dfr.ops.unpin_host = dfr_unpin;
     dfr.ops.event_create = dfr_event_create;
@@ -277,6 +307,71 @@ static void strm_check_small_budgets(const char *fixture, bool prefetch)
 Test(stream, small_budgets_match_resident_tiny_a) { strm_check_small_budgets("tiny-a-bf16", true); }
 Test(stream, small_budgets_match_resident_tiny_b_fp8) { strm_check_small_budgets("tiny-b-fp8", true); }
 Test(stream, small_budgets_no_prefetch_tiny_b) { strm_check_small_budgets("tiny-b-bf16", false); }
+/* Layer cores that stream: a backend budget one byte short of resident cores + 2 expert slots
+ * makes the engine stream the cores (2 backend core slots) with a host ring of 2 core images for
+ * 4 layers, so every token re-reads every core; logits and ids still equal the resident run. */
+static void strm_check_cores(const char *fixture, bool deferred)
+{
+    char path[256];
+    strm_convert(fixture, path, sizeof path);
+    sl_error e = {0};
+    sl_backend *b;
+    cr_assert_eq(sl_cpu_backend_create(2, &b, &e), 0);
+    if (deferred)
+        dfr_wrap(b);
+    char src[256];
+    snprintf(src, sizeof src, "tests/fixtures/%s", fixture);
+    sl_model *m;
+    cr_assert_eq(sl_model_load_hf(src, b, 64, &m, &e), 0, "%s", e.msg);
+    strm_run want;
+    cr_assert_eq(strm_generate(m, &want, &e), 0, "%s", e.msg);
+    sl_model_free(m);
+
+    sl_stream *st;
+    sl_stream_opts so = {.host_budget = 1 << 26, .workers = 2, .prefetch = true, .max_tokens = 64,
+                         .max_ctx = 64};
+    cr_assert_eq(sl_stream_open(path, b, &so, &st, &m, &e), 0, "%s", e.msg);
+    sl_stream_stats s0, s1;
+    sl_stream_get_stats(st, &s0);
+    sl_stream_close(st);
+    cr_assert(!s0.cores_streamed, "cores stream only when they do not fit");
+    so.stream_cores = true; /* what a streamed core costs */
+    cr_assert_eq(sl_stream_open(path, b, &so, &st, &m, &e), 0, "%s", e.msg);
+    sl_stream_get_stats(st, &s1);
+    sl_stream_close(st);
+
+    so.stream_cores = false;
+    so.backend_budget = s0.fixed_bytes + 2 * s0.slot_bytes - 1;
+    so.host_budget = 2 * s1.core_slot_bytes + 3 * s1.slot_bytes;
+    cr_assert_eq(sl_stream_open(path, b, &so, &st, &m, &e), 0, "%s", e.msg);
+    strm_run got;
+    cr_assert_eq(strm_generate(m, &got, &e), 0, "%s", e.msg);
+    sl_stream_stats s;
+    sl_stream_get_stats(st, &s);
+    char sum[2048];
+    sl_stream_summary(st, 1.0, sum, sizeof sum);
+    cr_log_info("%s (cores streamed, deferred %d):\n%s", fixture, deferred, sum);
+    sl_stream_close(st);
+
+    cr_assert(s.cores_streamed, "a budget below resident cores + 2 slots streams the cores");
+    cr_assert_eq(s.core_host_slots, 2);
+    /* STRM_NG forward calls (the prefill, NG-1 decodes); a ring of 2 images for 3-4 layers */
+    int layers = sl_model_config(m)->num_hidden_layers;
+    cr_assert_geq(s.core_reads, (uint64_t)(layers - 2) * STRM_NG, "every token re-reads cores");
+    cr_assert_arr_eq(got.ids, want.ids, sizeof(int) * STRM_NG, "greedy ids differ from the resident run");
+    for (int r = 0; r < want.rows; r++) {
+        double err = strm_rel(got.logits + (size_t)r * want.vocab, want.logits + (size_t)r * want.vocab, want.vocab);
+        cr_expect_leq(err, 1e-6, "%s row %d: streamed cores vs resident rel L2 %.3g", fixture, r, err);
+    }
+    free(want.logits);
+    free(got.logits);
+    b->ops->destroy(b);
+}
+
+Test(stream, streamed_cores_match_resident_tiny_a) { strm_check_cores("tiny-a-bf16", false); }
+Test(stream, streamed_cores_match_resident_tiny_b_fp8) { strm_check_cores("tiny-b-fp8", false); }
+Test(stream, streamed_cores_deferred_uploads_tiny_b) { strm_check_cores("tiny-b-bf16", true); }
+
 /* The same through the overlap ops (pinned host cache, copies ordered by events), deferred. */
 Test(stream, small_budgets_deferred_uploads_tiny_a) { strm_check_small_budgets_on("tiny-a-bf16", true, true); }
 Test(stream, small_budgets_deferred_uploads_tiny_b_fp8) { strm_check_small_budgets_on("tiny-b-fp8", true, true); }

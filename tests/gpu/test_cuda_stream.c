@@ -1,7 +1,7 @@
 /* The streaming engine on the CUDA backend: with budgets so small that every layer evicts (two
  * VRAM expert slots, three host-cache slots), the logits and greedy ids equal the all-resident
  * CUDA run, both with copies overlapped on the copy stream (pinned host cache, events) and with
- * synchronous uploads. Skips without a CUDA device. */
+ * synchronous uploads, and with the layer cores streamed too. Skips without a CUDA device. */
 #include "cuda/cuda.h"
 #include "format/format.h"
 #include "model/model.h"
@@ -59,7 +59,7 @@ static double cs_rel(const float *a, const float *b, int n)
     return sqrt(num / den);
 }
 
-static void cs_check(const char *fixture, bool sync_uploads)
+static void cs_check(const char *fixture, bool sync_uploads, bool cores)
 {
     if (sl_cuda_device_count() == 0)
         cr_skip_test("no CUDA device");
@@ -84,23 +84,28 @@ static void cs_check(const char *fixture, bool sync_uploads)
     /* measure the fixed part, then reopen with 2 VRAM slots and 3 host-cache slots */
     sl_stream *st;
     sl_stream_opts so = {.host_budget = 1 << 26, .workers = 2, .prefetch = true, .max_tokens = CS_CTX,
-                         .max_ctx = CS_CTX, .sync_uploads = sync_uploads};
+                         .max_ctx = CS_CTX, .sync_uploads = sync_uploads, .stream_cores = cores};
     cr_assert_eq(sl_stream_open(path, b, &so, &st, &m, &e), 0, "%s", e.msg);
     sl_stream_stats s;
     sl_stream_get_stats(st, &s);
     sl_stream_close(st);
     so.backend_budget = s.fixed_bytes + 2 * s.slot_bytes;
-    so.host_budget = 3 * s.slot_bytes;
+    so.host_budget = 3 * s.slot_bytes + 2 * s.core_slot_bytes; /* cores: a ring of 2 images */
     cr_assert_eq(sl_stream_open(path, b, &so, &st, &m, &e), 0, "%s", e.msg);
     cs_run got;
     cs_generate(m, b, &got);
+    int layers = sl_model_config(m)->num_hidden_layers;
     sl_stream_get_stats(st, &s);
     char sum[2048];
     sl_stream_summary(st, 1.0, sum, sizeof sum);
-    cr_log_info("%s (%s uploads):\n%s", fixture, sync_uploads ? "sync" : "overlapped", sum);
+    cr_log_info("%s (%s uploads%s):\n%s", fixture, sync_uploads ? "sync" : "overlapped",
+                cores ? ", cores streamed" : "", sum);
     sl_stream_close(st);
 
     cr_assert_eq(s.overlap, !sync_uploads);
+    cr_assert_eq(s.cores_streamed, cores);
+    if (cores)
+        cr_assert_gt(s.core_reads, (uint64_t)layers, "cores re-read");
     cr_assert_eq(s.host_pinned, !sync_uploads);
     cr_assert_gt(s.tier1_evictions, 0, "tiny budgets must evict");
     cr_assert_gt(s.chunks_read, s.tier2_slots, "experts must be read more than once");
@@ -117,6 +122,8 @@ static void cs_check(const char *fixture, bool sync_uploads)
     rmdir(dir);
 }
 
-Test(cuda_stream, overlapped_uploads_match_resident_tiny_a) { cs_check("tiny-a-bf16", false); }
-Test(cuda_stream, overlapped_uploads_match_resident_tiny_b_fp8) { cs_check("tiny-b-fp8", false); }
-Test(cuda_stream, sync_uploads_match_resident_tiny_b_fp8) { cs_check("tiny-b-fp8", true); }
+Test(cuda_stream, overlapped_uploads_match_resident_tiny_a) { cs_check("tiny-a-bf16", false, false); }
+Test(cuda_stream, overlapped_uploads_match_resident_tiny_b_fp8) { cs_check("tiny-b-fp8", false, false); }
+Test(cuda_stream, sync_uploads_match_resident_tiny_b_fp8) { cs_check("tiny-b-fp8", true, false); }
+Test(cuda_stream, streamed_cores_overlapped_match_resident_tiny_b) { cs_check("tiny-b-bf16", false, true); }
+Test(cuda_stream, streamed_cores_sync_match_resident_tiny_a_fp8) { cs_check("tiny-a-fp8", true, true); }
