@@ -73,6 +73,10 @@ int sl_cli_engine_option(sl_cli_engine_opts *o, int argc, char **argv, int *i)
         (*i)++;
         return 1;
     }
+    if (!strcmp(opt, "--stream-cores")) {
+        o->stream_cores = true;
+        return 1;
+    }
     if (!strcmp(opt, "--sync-uploads")) {
         o->sync_uploads = true;
         return 1;
@@ -100,6 +104,8 @@ const char sl_cli_engine_usage[] =
     "  --cache lfu|lru      which expert in a VRAM slot gives way (default lfu; host cache is LRU)\n"
     "  --no-prefetch        do not guess and preload the next layer's experts\n"
     "  --prefetch-width K   experts guessed per token for the next layer (default: as routed)\n"
+    "  --stream-cores       stream layer cores too even when --vram holds them (they stream\n"
+    "                       anyway when it does not)\n"
     "  --sync-uploads       copy experts to the GPU synchronously (default: pinned host cache,\n"
     "                       copies on their own stream overlapping compute)\n"
     "  --trace FILE.json    Chrome trace events (open in Perfetto)\n"
@@ -144,7 +150,7 @@ int sl_cli_engine_open(sl_cli_engine *en, const char *path, const sl_cli_engine_
                              .prefetch = !o->no_prefetch, .trace_path = o->trace,
                              .max_tokens = max_tokens, .max_ctx = max_ctx,
                              .policy = o->policy ? (sl_cache_policy)(o->policy - 1) : SL_CACHE_LFU,
-                             .sync_uploads = o->sync_uploads};
+                             .sync_uploads = o->sync_uploads, .stream_cores = o->stream_cores};
         rc = sl_stream_open(path, en->b, &so, &en->st, &en->m, &e);
     } else if (rc == 0) {
         if (o->ram || o->trace)
