@@ -325,6 +325,9 @@ static void write_trace(sl_stream *st)
     for (int i = 0; i < st->n_workers; i++)
         fprintf(f, ",\n{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":1,\"tid\":%d,\"args\":{\"name\":\"worker %d\"}}",
                 i + 1, i);
+    if (st->stream_cores)
+        fprintf(f, ",\n{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":1,\"tid\":%d,\"args\":{\"name\":\"layer cores\"}}",
+                st->n_workers + 1);
     for (size_t i = 0; i < n; i++) {
         const sl_trace_event *ev = &st->trace[i];
         fprintf(f, ",\n{\"name\":\"%s\",\"ph\":\"X\",\"pid\":1,\"tid\":%d,\"ts\":%.1f,\"dur\":%.1f",

@@ -4,21 +4,26 @@
 usage: tools/trace_svg.py TRACE.json OUT.svg [--token K]   (K: 1 = last token, 2 = the one before)
 
 The window runs from the K-th last start of layer 0 to the end of that token's last layer. Rows:
-the compute thread (layers, expert compute, uploads, waits) and each worker (chunk reads, demand
-or prefetch). Plain Python, no dependencies.
+the compute thread (layers, expert compute, uploads, waits), each worker (chunk reads, demand
+or prefetch) and, when cores stream, the layer-core thread. Plain Python, no dependencies.
 """
 import json
 import sys
 
 COLORS = {"layer": "#d9d9d9", "expert compute": "#2ca02c", "upload": "#9467bd", "wait": "#d62728",
-          "read+decode (demand)": "#ff7f0e", "read+decode (prefetch)": "#1f77b4"}
+          "read+decode (demand)": "#ff7f0e", "read+decode (prefetch)": "#1f77b4",
+          "core read+decode": "#8c564b", "core wait": "#e377c2"}
+# queued (overlapped) uploads draw like uploads
+COLORS_ALIAS = {"upload (queued)": "upload", "core upload (queued)": "upload", "core upload": "upload"}
 
 
 def main():
     if len(sys.argv) < 3:
         raise SystemExit(__doc__)
     k = int(sys.argv[sys.argv.index("--token") + 1]) if "--token" in sys.argv else 1
-    ev = [e for e in json.load(open(sys.argv[1]))["traceEvents"] if e.get("ph") == "X"]
+    all_ev = json.load(open(sys.argv[1]))["traceEvents"]
+    ev = [e for e in all_ev if e.get("ph") == "X"]
+    names = {e["tid"]: e["args"]["name"] for e in all_ev if e.get("ph") == "M" and e.get("name") == "thread_name"}
     starts = sorted(e["ts"] for e in ev if e["name"] == "layer" and e.get("args", {}).get("layer") == 0)
     if len(starts) < k:
         raise SystemExit("trace has fewer than %d tokens" % k)
@@ -35,7 +40,7 @@ def main():
            % ((t1 - t0) / 1000, sys.argv[1].split("/")[-1])]
     for r, tid in enumerate(tids):
         y = 30 + r * row
-        out.append('<text x="8" y="%d">%s</text>' % (y + 14, "compute" if tid == 0 else "worker %d" % (tid - 1)))
+        out.append('<text x="8" y="%d">%s</text>' % (y + 14, names.get(tid, "thread %d" % tid)))
         for e in win:
             if e["tid"] != tid:
                 continue
@@ -44,7 +49,7 @@ def main():
             h, dy = (6, 0) if e["name"] == "layer" else (row - 6, 4)
             title = e["name"] + (" " + json.dumps(e.get("args", {})) if e.get("args") else "")
             out.append('<rect x="%.1f" y="%d" width="%.2f" height="%d" fill="%s"><title>%s</title></rect>'
-                       % (x, y + dy, max(w, 0.5), h, COLORS.get(e["name"], "#777"), title))
+                       % (x, y + dy, max(w, 0.5), h, COLORS.get(COLORS_ALIAS.get(e["name"], e["name"]), "#777"), title))
     # time axis and legend
     ya = 30 + len(tids) * row + 8
     for i in range(11):

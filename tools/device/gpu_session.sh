@@ -20,6 +20,10 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=c
 nproc | tee -a "$OUT/machine.txt"; free -g | tee -a "$OUT/machine.txt"; df -h /tmp . | tee -a "$OUT/machine.txt"
 $B/sluice version | tee -a "$OUT/machine.txt"
 
+if [ -n "${GPU_FILTER:-}" ]; then
+    log "gpu tests matching $GPU_FILTER"
+    timeout 300 $B/gpu --jobs 1 --filter "$GPU_FILTER" --verbose 2>&1 | tee "$OUT/gpu-filter.log" | grep -E "FAIL|PASS|CRASH|Synthesis|Assert|layer cores|uploads" | head -40
+fi
 if [ "$WHAT" = tests ] || [ "$WHAT" = all ]; then
     log gpu tests
     timeout 300 $B/gpu --jobs 1 2>&1 | tee "$OUT/gpu-tests.log" | grep -E "FAIL|CRASH|Synthesis|rel L2|GB/s" | head -60
@@ -51,14 +55,21 @@ for f in ('seq','rand'):
     print('fio', f, round(r['bw_bytes']/1e9,3), 'GB/s')" | tee "$OUT/fio.txt"
     # 24G: the 4090 stand-in as asked; the smaller budget leaves slots for ~4% of these experts,
     # the fraction 24 GB holds of the real model's 14,848 (so hit rates look like the full 61 layers)
+    # FLAGS: extra engine flag sets separated by ';' (e.g. "--sync-uploads;--stream-cores"), each
+    # run at every budget pair; the empty set is the default engine
+    IFS=';' read -r -a FLAGSETS <<< "${FLAGS:-}"
+    [ ${#FLAGSETS[@]} -eq 0 ] && FLAGSETS=("")
     for VR in ${VRAMS:-24G 4G}; do
         for RAM in ${RAMS:-4G 64G}; do
             for W in ${WIDTHS:-8}; do
-                sync; echo 3 > /proc/sys/vm/drop_caches
-                TAG=vram$VR-ram$RAM-w$W
-                log "decode --vram $VR --ram $RAM --prefetch-width $W"
-                timeout 300 $B/sluice generate $MODEL --tokens 1,2,3,4,5,6,7,8 -n ${NTOK:-24} --greedy --vram $VR \
-                    --ram $RAM --prefetch-width $W --trace "$OUT/trace-$TAG.json" 2>&1 | tee "$OUT/decode-$TAG.log" | tail -8
+                for F in "${FLAGSETS[@]}"; do
+                    sync; echo 3 > /proc/sys/vm/drop_caches
+                    TAG=vram$VR-ram$RAM-w$W$(echo "$F" | tr -d ' ' | tr -c 'a-z0-9\n' '_')
+                    log "decode --vram $VR --ram $RAM --prefetch-width $W $F"
+                    # shellcheck disable=SC2086
+                    timeout 300 $B/sluice generate $MODEL --tokens 1,2,3,4,5,6,7,8 -n ${NTOK:-24} --greedy --vram $VR \
+                        --ram $RAM --prefetch-width $W $F --trace "$OUT/trace-$TAG.json" 2>&1 | tee "$OUT/decode-$TAG.log" | tail -9
+                done
             done
         done
     done
