@@ -314,6 +314,22 @@ static int parse_root(cfg_ctx *c, const cJSON *root, sl_config *cfg)
         return sl_errorf(c->e, SL_E_UNSUPPORTED, "%s: model_type \"%s\" is not supported (sluice runs deepseek_v3, deepseek_v2)",
                          c->origin, mt->valuestring);
 
+    /* routing: DeepSeek-V3's sigmoid scores with the bias-corrected group top-k; the V2 family's
+     * softmax / greedy routing would run silently wrong, so it is refused by name */
+    static const struct { const char *key, *want; } routing[] = {
+        {"scoring_func", "sigmoid"}, {"topk_method", "noaux_tc"}};
+    for (size_t i = 0; i < sizeof routing / sizeof routing[0]; i++) {
+        const cJSON *v = item(root, routing[i].key);
+        if (!v)
+            continue;
+        if (!cJSON_IsString(v))
+            return wrong(c, "", routing[i].key, v, "a string");
+        if (strcmp(v->valuestring, routing[i].want))
+            return sl_errorf(c->e, SL_E_UNSUPPORTED, "%s: %s \"%s\" is not supported (sluice routes as "
+                             "DeepSeek-V3: scoring_func \"sigmoid\", topk_method \"noaux_tc\")",
+                             c->origin, routing[i].key, v->valuestring);
+    }
+
     int rc;
     for (size_t i = 0; i < sizeof required_ints / sizeof required_ints[0]; i++)
         if ((rc = int_key(c, root, "", required_ints[i].key, true, 0, int_field(cfg, required_ints[i].off))))

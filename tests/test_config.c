@@ -396,6 +396,30 @@ Test(config_json, only_deepseek_model_types_are_accepted)
     cJSON_Delete(r);
 }
 
+/* V2-family routing (softmax scores, greedy or group-limited greedy top-k) is refused by name;
+ * V3's own values, or their absence, are accepted. */
+Test(config_json, routing_other_than_v3s_is_refused)
+{
+    cJSON *r = cj_random(false);
+    cj_set(r, "scoring_func", cJSON_CreateString("sigmoid"));
+    cj_set(r, "topk_method", cJSON_CreateString("noaux_tc"));
+    sl_config c = cj_parse_ok(r);
+    cj_check(&c, r);
+    cj_set(r, "scoring_func", cJSON_CreateString("softmax"));
+    cj_expect_fail(r, SL_E_UNSUPPORTED, "scoring_func \"softmax\"", NULL);
+    cj_set(r, "scoring_func", cJSON_CreateString("sigmoid"));
+    const char *methods[] = {"greedy", "group_limited_greedy"};
+    for (size_t i = 0; i < 2; i++) {
+        cj_set(r, "topk_method", cJSON_CreateString(methods[i]));
+        char want[64];
+        snprintf(want, sizeof want, "topk_method \"%s\"", methods[i]);
+        cj_expect_fail(r, SL_E_UNSUPPORTED, want, NULL);
+    }
+    cj_set(r, "topk_method", cJSON_CreateNumber(1));
+    cj_expect_fail(r, SL_E_FORMAT, "topk_method", NULL);
+    cJSON_Delete(r);
+}
+
 /* Move the official rope_scaling + rope_theta into transformers 5.x's rope_parameters. */
 static void cj_to_rope_parameters(cJSON *r)
 {
