@@ -1,9 +1,12 @@
 // bench/kernels: the CUDA backend's matrix and attention kernels against the machine's own limits,
 // measured in the same run (DESIGN.md, "Performance method"):
-//   - GEMV (1 and 8 tokens) per weight format at 7168x2048 and 2048x7168, rotating over 64
+//   - GEMV (1..16 tokens) per weight format at 7168x2048 and 2048x7168, rotating over 64
 //     distinct expert copies so L2 (50 MB on an H100) cannot hold them: achieved GB/s of weight
 //     bytes, over the device-to-device copy bandwidth (bytes read + written) of a 1 GiB copy;
+//     plain launches ("stream") and CUDA-graph replay ("graph"); every result checked (rel L2)
+//     against cuBLAS SGEMM on the dequantized weight, output poisoned with NaN before each mode;
 //   - the same GEMV on one 32768x7168 matrix: the streaming rate with launch costs amortised;
+//   - the launch floor: an empty kernel per graph node;
 //   - expert GEMM at 16, 128 and 1024 tokens: TFLOP/s over cuBLAS bf16 (bf16 x bf16 -> fp32,
 //     tensor cores) and over cuBLAS fp32 SGEMM (the like-for-like figure for an fp32 kernel) on
 //     the same shape, each checked against the SGEMM result (rel L2);
@@ -11,11 +14,13 @@
 //     rotating over 8 layers' caches: GB/s of latent + rope-key bytes read.
 // Prints a table and writes CSV (first lines: device, runtime, date as comments).
 //
-// Build (after `make build/libsluice.a`):
-//   mkdir -p build/bench && /usr/local/cuda/bin/nvcc -O2 -std=c++17 -I. \
-//     -gencode arch=compute_89,code=sm_89 -gencode arch=compute_90,code=sm_90 \
-//     bench/kernels.cu build/libsluice.a -o build/bench/kernels -lcublas -lm -lpthread
-// Run: build/bench/kernels [out.csv [all|mm|mla]]   (default build/bench/kernels.csv, all)
+// Build: `make bench` (build/bench/kernels).
+// Run: build/bench/kernels [out.csv [all|mm|gemv|mla [token counts]]]
+//   default build/bench/kernels.csv, all; mm = GEMV and GEMM; gemv = GEMV only, at the
+//   comma-separated token counts (default 1,2,4,8,16); gemv-experts = without the big matrix;
+//   gemv-sweep = the experts under each of the ';'-separated SL_CUDA_GEMV settings in the next
+//   argument (graph replay), e.g. "pdl=0;small=0;fill=3". SL_CUDA_GEMV (cuda/internal.cuh) tunes
+//   the GEMV; with max=k, counts above k take the GEMM and are labelled so.
 #include "cuda/cuda.h"
 
 extern "C" {
@@ -30,6 +35,7 @@ extern "C" {
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <string>
 #include <vector>
 
 #define CK(call)                                                                                   \
@@ -156,6 +162,8 @@ static void row(const char *kind, const char *fmt, int rows, int cols, int token
     printf("\n");
     fprintf(CSV, "%s,%s,%d,%d,%d,%d,%s,%.3f,%.2f,%.4f,%s,%.4f,%.3g\n", kind, fmt, rows, cols,
             tokens, ctx, mode, us, gbps, tflops, ref, ratio, check);
+    fflush(CSV); // a run stopped at its time limit keeps its rows
+    fflush(stdout);
 }
 
 static double rel_l2_dev(const float *got_d, const float *want_d, size_t n)
@@ -179,10 +187,135 @@ __global__ void f32_to_bf16(const float *in, __nv_bfloat16 *out, size_t n)
         out[i] = __float2bfloat16(in[i]);
 }
 
+__global__ void empty_kernel() {}
+
+static void poison(float *p, size_t n) { CK(cudaMemsetAsync(p, 0xff, n * 4, S)); } // NaN
+
+// GEMV per format at both expert shapes, rotating over 64 copies, at each token count in ns;
+// then (big) one 32768x7168 matrix at 1 token; then the launch floor (an empty kernel per graph
+// node).
+static void bench_gemv(cublasHandle_t cb, double copy_gbps, const std::vector<int> &ns, int gemv_max,
+                       bool big, const std::vector<std::string> &specs)
+{
+    const int shapes[2][2] = {{2048, 7168}, {7168, 2048}}; // gate/up, down
+    enum { E = 64 };
+    int nmax = 1;
+    for (int n : ns)
+        nmax = n > nmax ? n : nmax;
+    for (int s = 0; s < 2; s++) {
+        int rows = shapes[s][0], cols = shapes[s][1];
+        std::vector<float> wf = randv((size_t)rows * cols, 1.0f / sqrtf((float)cols));
+        std::vector<float> x = randv((size_t)nmax * cols, 1.0f);
+        float *dx = (float *)dput(x.data(), x.size() * 4);
+        float *dout = (float *)dalloc((size_t)nmax * rows * 4), *dref = (float *)dalloc((size_t)nmax * rows * 4);
+        for (int fmt = 0; fmt < SL_WF_COUNT; fmt++) {
+            const char *fname = sl_wformat_get(fmt)->name;
+            size_t nb = sl_wformat_bytes((sl_wformat)fmt, rows, cols);
+            std::vector<unsigned char> enc(nb);
+            sl_quantize((sl_wformat)fmt, wf.data(), rows, cols, enc.data());
+            std::vector<float> deq((size_t)rows * cols);
+            sl_dequantize_rows((sl_wformat)fmt, enc.data(), rows, cols, 0, rows, deq.data());
+            float *dq = (float *)dput(deq.data(), deq.size() * 4); // what our kernels compute with
+            std::vector<sl_weight> w(E);
+            for (int k = 0; k < E; k++)
+                w[k] = sl_weight{rows, cols, fmt, dput(enc.data(), nb)};
+            for (int n : ns) {
+                int reps = 4 * E;
+                auto call = [&](int r) { B->ops->matmul(B, dout, dx, &w[r % E], n); };
+                const float one = 1.0f, zero = 0.0f;
+                CB(cublasSgemm(cb, CUBLAS_OP_T, CUBLAS_OP_N, rows, n, cols, &one, dq, cols, dx, cols,
+                               &zero, dref, rows));
+                for (const std::string &spec : specs) { // variants: graph replay only
+                    std::string all = "max=16,pdl=1,pf=-1,fill=2,rows=0,small=1," + spec;
+                    if (sl_cuda_gemv_tune(B, all.c_str()))
+                        check_backend("gemv tune");
+                    poison(dout, (size_t)n * rows);
+                    double mg = time_graph_ms(reps, call);
+                    double chk = rel_l2_dev(dout, dref, (size_t)n * rows);
+                    double ggbps = (double)nb * reps / (mg * 1e-3) / 1e9;
+                    row("gemv", fname, rows, cols, n, 0, spec.c_str(), mg * 1e3 / reps, ggbps,
+                        2.0 * n * rows * cols * reps / (mg * 1e-3) / 1e12, "d2d-copy", ggbps / copy_gbps, chk);
+                }
+                if (!specs.empty())
+                    continue;
+                poison(dout, (size_t)n * rows);
+                double m = time_ms(reps, call);
+                double chk = rel_l2_dev(dout, dref, (size_t)n * rows);
+                poison(dout, (size_t)n * rows);
+                double mg = time_graph_ms(reps, call);
+                double chk_g = rel_l2_dev(dout, dref, (size_t)n * rows);
+                chk = chk_g > chk || chk_g != chk_g ? chk_g : chk;
+                double gbps = (double)nb * reps / (m * 1e-3) / 1e9, ggbps = (double)nb * reps / (mg * 1e-3) / 1e9;
+                double fl = 2.0 * n * rows * cols * reps / 1e12;
+                const char *kind = n <= gemv_max ? "gemv" : "gemm";
+                row(kind, fname, rows, cols, n, 0, "stream", m * 1e3 / reps, gbps, fl / (m * 1e-3),
+                    "d2d-copy", gbps / copy_gbps, chk);
+                row(kind, fname, rows, cols, n, 0, "graph", mg * 1e3 / reps, ggbps, fl / (mg * 1e-3),
+                    "d2d-copy", ggbps / copy_gbps, chk);
+            }
+            for (auto &k : w)
+                B->ops->free(B, k.data);
+            B->ops->free(B, dq);
+        }
+        B->ops->free(B, dx);
+        B->ops->free(B, dout);
+        B->ops->free(B, dref);
+    }
+
+    // one large matrix (32768 x 7168, 235 M weights, well past L2): the streaming rate with the
+    // per-launch cost amortised
+    const int brows = 32768, bcols = 7168;
+    std::vector<float> bwf = big ? randv((size_t)brows * bcols, 1.0f / sqrtf((float)bcols)) : std::vector<float>();
+    for (int fmt = 0; fmt < SL_WF_COUNT && big; fmt++) {
+        const int rows = brows, cols = bcols;
+        const char *fname = sl_wformat_get(fmt)->name;
+        size_t nb = sl_wformat_bytes((sl_wformat)fmt, rows, cols);
+        const std::vector<float> &wf = bwf;
+        std::vector<unsigned char> enc(nb);
+        sl_quantize((sl_wformat)fmt, wf.data(), rows, cols, enc.data());
+        sl_weight w = {rows, cols, fmt, dput(enc.data(), nb)};
+        std::vector<float> x = randv(cols, 1.0f);
+        float *dx = (float *)dput(x.data(), x.size() * 4), *dout = (float *)dalloc((size_t)rows * 4);
+        int reps = 8;
+        auto call = [&](int) { B->ops->matmul(B, dout, dx, &w, 1); };
+        double mg = time_graph_ms(reps, call);
+        double gbps = (double)nb * reps / (mg * 1e-3) / 1e9;
+        row("gemv-big", fname, rows, cols, 1, 0, "graph", mg * 1e3 / reps, gbps,
+            2.0 * rows * cols * reps / (mg * 1e-3) / 1e12, "d2d-copy", gbps / copy_gbps, -1);
+        B->ops->free(B, w.data);
+        B->ops->free(B, dx);
+        B->ops->free(B, dout);
+    }
+
+    // the launch floor: what a graph node costs with no work in it
+    int reps = 256;
+    double mg = time_graph_ms(reps, [&](int) { empty_kernel<<<132, 256, 0, S>>>(); });
+    row("launch", "-", 0, 0, 0, 0, "graph", mg * 1e3 / reps, 0, 0, "-", 0, -1);
+}
+
 int main(int argc, char **argv)
 {
     const char *csv_path = argc > 1 ? argv[1] : "build/bench/kernels.csv";
-    const char *only = argc > 2 ? argv[2] : "all"; // all, mm (GEMV and GEMM) or mla
+    const char *only = argc > 2 ? argv[2] : "all"; // all, mm, gemv, gemv-experts or mla
+    std::vector<int> ns;
+    for (const char *p = argc > 3 ? argv[3] : "1,2,4,8,16"; p; p = strchr(p, ','), p = p ? p + 1 : p)
+        if (atoi(p) > 0)
+            ns.push_back(atoi(p));
+    // gemv-sweep: SL_CUDA_GEMV variants, ';'-separated, each timed (graph replay) on the experts
+    std::vector<std::string> specs;
+    if (!strcmp(only, "gemv-sweep"))
+        for (const char *p = argc > 4 ? argv[4] : ""; *p;) {
+            const char *e = strchr(p, ';');
+            specs.push_back(e ? std::string(p, e - p) : std::string(p));
+            p = e ? e + 1 : p + strlen(p);
+        }
+    // the GEMV's token limit, as cuda/ reads it (labels: counts above it run the GEMM)
+    int gemv_max = 12; // cuda/kernels_gemv.cu's default
+    const char *tune = getenv("SL_CUDA_GEMV");
+    if (tune && strstr(tune, "max="))
+        gemv_max = atoi(strstr(tune, "max=") + 4);
+    if (tune)
+        printf("SL_CUDA_GEMV=%s\n", tune);
     if (sl_cuda_device_count() == 0) {
         fprintf(stderr, "bench/kernels: no CUDA device\n");
         return 2;
@@ -212,6 +345,8 @@ int main(int argc, char **argv)
            __CUDACC_VER_MAJOR__, __CUDACC_VER_MINOR__, date);
     fprintf(CSV, "# device: %s\n# cuda runtime %d.%d, nvcc %d.%d, %s UTC\n", dev, rt / 1000,
             rt % 1000 / 10, __CUDACC_VER_MAJOR__, __CUDACC_VER_MINOR__, date);
+    if (tune)
+        fprintf(CSV, "# SL_CUDA_GEMV=%s\n", tune);
     fprintf(CSV, "kind,format,rows,cols,tokens,context,mode,time_us,gbps,tflops,reference,ratio,check\n");
     srand(1234);
 
@@ -226,8 +361,11 @@ int main(int argc, char **argv)
 
     // ---- GEMV and expert GEMM per format ---------------------------------------------------------
     const int shapes[2][2] = {{2048, 7168}, {7168, 2048}}; // gate/up, down
-    enum { E_GEMV = 64, E_GEMM = 16 };
-    for (int s = 0; s < 2 && strcmp(only, "mla") != 0; s++) {
+    enum { E_GEMM = 16 };
+    bool mm = !strcmp(only, "all") || !strcmp(only, "mm");
+    if (mm || !strcmp(only, "gemv") || !strcmp(only, "gemv-experts") || !strcmp(only, "gemv-sweep"))
+        bench_gemv(cb, copy_gbps, ns, gemv_max, !strcmp(only, "gemv") || mm, specs);
+    for (int s = 0; s < 2 && mm; s++) {
         int rows = shapes[s][0], cols = shapes[s][1];
         std::vector<float> wf = randv((size_t)rows * cols, 1.0f / sqrtf((float)cols));
         std::vector<float> x = randv((size_t)1024 * cols, 1.0f);
@@ -276,22 +414,9 @@ int main(int argc, char **argv)
             std::vector<float> deq((size_t)rows * cols);
             sl_dequantize_rows((sl_wformat)fmt, enc.data(), rows, cols, 0, rows, deq.data());
             float *dq = (float *)dput(deq.data(), deq.size() * 4); // what our kernels compute with
-            std::vector<sl_weight> w(E_GEMV);
-            for (int k = 0; k < E_GEMV; k++)
+            std::vector<sl_weight> w(E_GEMM);
+            for (int k = 0; k < E_GEMM; k++)
                 w[k] = sl_weight{rows, cols, fmt, dput(enc.data(), nb)};
-            for (int n : {1, 8}) {
-                int reps = 4 * E_GEMV;
-                auto call = [&](int r) { B->ops->matmul(B, dout, dx, &w[r % E_GEMV], n); };
-                double m = time_ms(reps, call), mg = time_graph_ms(reps, call);
-                sgemm(n, dq, dref);
-                double chk = rel_l2_dev(dout, dref, (size_t)n * rows);
-                double gbps = (double)nb * reps / (m * 1e-3) / 1e9, ggbps = (double)nb * reps / (mg * 1e-3) / 1e9;
-                double fl = 2.0 * n * rows * cols * reps / 1e12;
-                row("gemv", fname, rows, cols, n, 0, "stream", m * 1e3 / reps, gbps, fl / (m * 1e-3),
-                    "d2d-copy", gbps / copy_gbps, chk);
-                row("gemv", fname, rows, cols, n, 0, "graph", mg * 1e3 / reps, ggbps, fl / (mg * 1e-3),
-                    "d2d-copy", ggbps / copy_gbps, -1);
-            }
             for (int i = 0; i < 3; i++) {
                 int n = gemm_n[i];
                 int reps = n >= 1024 ? 32 : 128;
@@ -299,9 +424,10 @@ int main(int argc, char **argv)
                 sgemm(n, dq, dref);
                 double chk = rel_l2_dev(dout, dref, (size_t)n * rows);
                 double tf = 2.0 * n * rows * cols * reps / (m * 1e-3) / 1e12;
-                row("gemm", fname, rows, cols, n, 0, "stream", m * 1e3 / reps,
+                const char *kind = n <= gemv_max ? "gemv" : "gemm";
+                row(kind, fname, rows, cols, n, 0, "stream", m * 1e3 / reps,
                     (double)nb * reps / (m * 1e-3) / 1e9, tf, "cublas-bf16", tf / cub16[i], chk);
-                row("gemm", fname, rows, cols, n, 0, "stream", m * 1e3 / reps,
+                row(kind, fname, rows, cols, n, 0, "stream", m * 1e3 / reps,
                     (double)nb * reps / (m * 1e-3) / 1e9, tf, "cublas-f32", tf / cub32[i], -1);
             }
             for (auto &k : w)
@@ -318,29 +444,6 @@ int main(int argc, char **argv)
         B->ops->free(B, dref);
     }
 
-    // ---- GEMV on one large matrix (32768 x 7168, 235 M weights, well past L2): the kernels'
-    // streaming rate with the per-launch cost amortised -----------------------------------------
-    for (int fmt = 0; fmt < SL_WF_COUNT && strcmp(only, "mla") != 0; fmt++) {
-        const int rows = 32768, cols = 7168;
-        const char *fname = sl_wformat_get(fmt)->name;
-        size_t nb = sl_wformat_bytes((sl_wformat)fmt, rows, cols);
-        std::vector<float> wf = randv((size_t)rows * cols, 1.0f / sqrtf((float)cols));
-        std::vector<unsigned char> enc(nb);
-        sl_quantize((sl_wformat)fmt, wf.data(), rows, cols, enc.data());
-        sl_weight w = {rows, cols, fmt, dput(enc.data(), nb)};
-        std::vector<float> x = randv(cols, 1.0f);
-        float *dx = (float *)dput(x.data(), x.size() * 4), *dout = (float *)dalloc((size_t)rows * 4);
-        int reps = 8;
-        auto call = [&](int) { B->ops->matmul(B, dout, dx, &w, 1); };
-        double mg = time_graph_ms(reps, call);
-        double gbps = (double)nb * reps / (mg * 1e-3) / 1e9;
-        row("gemv-big", fname, rows, cols, 1, 0, "graph", mg * 1e3 / reps, gbps,
-            2.0 * rows * cols * reps / (mg * 1e-3) / 1e12, "d2d-copy", gbps / copy_gbps, -1);
-        B->ops->free(B, w.data);
-        B->ops->free(B, dx);
-        B->ops->free(B, dout);
-    }
-
     // ---- MLA decode (absorbed) ------------------------------------------------------------------
     sl_mla_dims d = {128, 128, 64, 128, 512, 0.135f};
     int qk = d.nope + d.rope, L = d.kv_lora;
@@ -350,7 +453,7 @@ int main(int argc, char **argv)
     float *dq = (float *)dput(q.data(), q.size() * 4);
     float *dout = (float *)dalloc((size_t)d.n_heads * d.v * 4);
     for (int T : {4096, 32768}) {
-        if (strcmp(only, "mm") == 0)
+        if (strcmp(only, "all") != 0 && strcmp(only, "mla") != 0)
             break;
         enum { LAYERS = 8 };
         std::vector<float> lat = randv((size_t)T * L, 1.0f), kr = randv((size_t)T * d.rope, 1.0f);

@@ -241,8 +241,6 @@ extern "C" int sl_cuda_backend_create(int device, size_t vram_budget, sl_backend
     c->device = device;
     const char *sync = getenv("SL_CUDA_SYNC");
     c->sync_each = sync && sync[0] == '1';
-    const char *cpt = getenv("SL_CUDA_GEMV_CPT");
-    c->gemv_cpt = cpt && atoi(cpt) > 0 ? atoi(cpt) : 0; // 0: per-format default
 
     cudaError_t err;
     if ((err = cudaSetDevice(device)) != cudaSuccess)
@@ -289,7 +287,12 @@ extern "C" int sl_cuda_backend_create(int device, size_t vram_budget, sl_backend
     size_t work = vram_budget / 8 < ((size_t)64 << 20) ? vram_budget / 8 : ((size_t)64 << 20);
     work = work / SL_CUDA_ALIGN * SL_CUDA_ALIGN;
     c->work = (float *)(c->vram + vram_budget - work);
-    c->work_floats = work / sizeof(float);
+    // its top holds the GEMV's split-K counters
+    size_t counters = SL_CUDA_GEMV_COUNTERS * sizeof(unsigned);
+    c->gemv_count = (unsigned *)(c->vram + vram_budget - counters);
+    c->work_floats = (work - counters) / sizeof(float);
+    if ((err = sl_cuda_gemv_init(c)) != cudaSuccess)
+        return create_fail(b, e, SL_E_DEVICE, "GEMV setup", err);
     if (sl_cuda_arena_init(&c->arena, c->vram, vram_budget - work)) {
         op_destroy(b);
         return sl_errorf(e, SL_E_NOMEM, "cuda backend: no host memory for the arena table");

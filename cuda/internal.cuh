@@ -54,6 +54,22 @@ enum {
     SL_CUDA_DEVERR_ROUTE = 2,      // moe_route: fewer eligible experts than top_k
 };
 
+// Few-token matmul settings (kernels_gemv.cu): defaults from measurement, overridable for
+// benchmarks with SL_CUDA_GEMV="max=12,pdl=1,pf=-1,fill=2,rows=0,small=1" (any subset, comma
+// separated) or sl_cuda_gemv_tune().
+struct sl_cuda_gemv_cfg {
+    int max_tokens;    // matmuls of up to this many tokens take the GEMV (1..16, default 12)
+    bool pdl;          // programmatic dependent launch (sm_90+): overlap with the previous kernel
+    int prefetch_kb;   // L2 prefetch per block before the dependency wait, KiB (0: none,
+                       // -1: by format)
+    int fill;          // blocks per SM that the split along columns aims for
+    int launch_rows;   // split launches cover at most this many rows (0: as counters and the
+                       // workspace allow; a test hook for the multi-launch path)
+    bool rows_kernel;  // one token, f32/bf16/fp8: the 4-rows-a-block kernel, not the split one
+};
+
+enum { SL_CUDA_GEMV_COUNTERS = 16384 };
+
 struct sl_cuda_ctx {
     int device;
     int sm_count;
@@ -67,7 +83,8 @@ struct sl_cuda_ctx {
     int *deverr_host;     // mapped pinned word kernels set bits in
     int *deverr_dev;
     bool sync_each;       // SL_CUDA_SYNC=1: synchronise after every launch
-    int gemv_cpt;         // GEMV chunks per thread (SL_CUDA_GEMV_CPT; 0: per-format default)
+    sl_cuda_gemv_cfg gemv; // set by sl_cuda_gemv_init (kernels_gemv.cu)
+    unsigned *gemv_count; // SL_CUDA_GEMV_COUNTERS split-K arrival counters (zeroed, self-resetting)
     pthread_mutex_t mu;   // arena and error state (ops may come from several host threads)
     int err;              // sticky: 0 or SL_E_*
     char errmsg[512];
@@ -261,11 +278,16 @@ __device__ __forceinline__ float sl_block_reduce(float v)
 
 // ---- entry points between files --------------------------------------------------------------
 
-// out (n, w->rows) = x (n, w->cols) . W^T: GEMV for n <= 8, tiled GEMM above (kernels_matmul.cu).
+// out (n, w->rows) = x (n, w->cols) . W^T: GEMV for n <= c->gemv.max_tokens, tiled GEMM above
+// (kernels_matmul.cu).
 void sl_cuda_matmul(sl_cuda_ctx *c, float *out, const float *x, const sl_weight *w, int n);
-// The few-token path (1 <= n <= 8, kernels_gemv.cu) and the many-token one (kernels_gemm.cu).
+// The few-token path (1 <= n <= 16, kernels_gemv.cu) and the many-token one (kernels_gemm.cu).
 void sl_cuda_gemv(sl_cuda_ctx *c, float *out, const float *x, const sl_weight *w, int n);
 void sl_cuda_gemm_weight(sl_cuda_ctx *c, float *out, const float *x, const sl_weight *w, int n);
+
+// At backend creation, after c->device, c->sm_count and c->gemv_count are set: reads
+// SL_CUDA_GEMV, zeroes the counters, raises the GEMV kernels' shared-memory limit.
+cudaError_t sl_cuda_gemv_init(sl_cuda_ctx *c);
 
 // A strided fp32 operand of the generic GEMM: X(b, r, k) = p1[b*sb1 + r*sr1 + k*sk1] for k < K1,
 // p2[b*sb2 + r*sr2 + (k-K1)*sk2] for K1 <= k < K (a second segment along k, e.g. MLA's rope

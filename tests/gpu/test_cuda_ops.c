@@ -172,15 +172,17 @@ static void cu_check_matmul(sl_backend *g, sl_backend *c, int fmt, int rows, int
     cu_weight_free(g, &w);
 }
 
-/* GEMV (n <= 8) and tiled GEMM (small, medium and large token tiles), both DeepSeek-V3 expert
- * shapes: gate/up (2048 x 7168) and down (7168 x 2048). */
+/* GEMV (up to 12 tokens: every token-count kernel, 9 and 11 on a wider one with zero tokens)
+ * and tiled GEMM (from 13 tokens: small, medium and large token tiles), both DeepSeek-V3 expert
+ * shapes: gate/up (2048 x 7168: split along columns) and down (7168 x 2048: not split). */
 static void cu_matmul_deepseek(int fmt)
 {
     cu_seed();
     sl_backend *g = cu_gpu(), *c = cu_cpu();
-    static const int ns[] = {1, 2, 5, 8, 9, 16, 40, 130};
-    cu_check_matmul(g, c, fmt, 2048, 7168, ns, 8, 0);
-    cu_check_matmul(g, c, fmt, 7168, 2048, ns, 8, 0);
+    static const int ns[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 13, 16, 17, 40, 130};
+    int nn = (int)(sizeof ns / sizeof ns[0]);
+    cu_check_matmul(g, c, fmt, 2048, 7168, ns, nn, 0);
+    cu_check_matmul(g, c, fmt, 7168, 2048, ns, nn, 0);
     g->ops->destroy(g);
     c->ops->destroy(c);
 }
@@ -203,6 +205,116 @@ Test(cuda_ops, matmul_odd_shapes_and_misaligned_every_format)
         for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
             for (size_t mis = 0; mis <= 4; mis += 4)
                 cu_check_matmul(g, c, fmt, shapes[s][0], shapes[s][1], ns, 6, mis);
+    g->ops->destroy(g);
+    c->ops->destroy(c);
+}
+
+/* The GEMV's fast path on shapes that leave ragged ends: row tiles past the last row (and fp8
+ * scale blocks cut short), a last sweep of chunks with idle lanes, a last split with fewer
+ * chunks; and, with at most 128 rows per launch, the multi-launch path of split GEMVs. */
+static void cu_gemv_ragged(void)
+{
+    cu_seed();
+    sl_backend *g = cu_gpu(), *c = cu_cpu();
+    static const int ns[] = {1, 2, 3, 7, 12, 16};
+    static const int shapes[][2] = {{100, 1024}, {300, 2560}, {129, 4608}, {1000, 512}};
+    for (int fmt = 0; fmt < SL_WF_COUNT; fmt++)
+        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+            cu_check_matmul(g, c, fmt, shapes[s][0], shapes[s][1], ns, 6, 0);
+    g->ops->destroy(g);
+    c->ops->destroy(c);
+}
+
+Test(cuda_ops, gemv_ragged_tiles_sweeps_and_splits) { cu_gemv_ragged(); }
+
+Test(cuda_ops, gemv_ragged_in_launches_of_128_rows)
+{
+    /* read when the backend is made (this process only); max=16 keeps 13..16 tokens on the GEMV */
+    setenv("SL_CUDA_GEMV", "rows=128,max=16", 1);
+    cu_gemv_ragged();
+}
+
+/* One token takes a 4-rows-a-block kernel for f32, bf16 and fp8; the split kernel (q8, q4, and
+ * every format from two tokens) must be right there too. */
+Test(cuda_ops, gemv_split_kernel_at_one_token)
+{
+    setenv("SL_CUDA_GEMV", "small=0", 1); /* read when the backend is made (this process only) */
+    cu_seed();
+    sl_backend *g = cu_gpu(), *c = cu_cpu();
+    static const int ns[] = {1};
+    for (int fmt = 0; fmt < SL_WF_COUNT; fmt++) {
+        cu_check_matmul(g, c, fmt, 2048, 7168, ns, 1, 0);
+        cu_check_matmul(g, c, fmt, 7168, 2048, ns, 1, 0);
+        cu_check_matmul(g, c, fmt, 300, 2560, ns, 1, 0);
+    }
+    g->ops->destroy(g);
+    c->ops->destroy(c);
+}
+
+/* Split sums are added in a fixed order, whatever order the blocks finish in: two runs give the
+ * same bits. */
+Test(cuda_ops, gemv_split_results_are_bit_identical_across_runs)
+{
+    cu_seed();
+    sl_backend *g = cu_gpu();
+    for (int fmt = 0; fmt < SL_WF_COUNT; fmt++) {
+        cu_weight w;
+        cu_weight_make(g, &w, fmt, 2048, 7168, 0);
+        int n = 4;
+        float *x = cu_randv((size_t)n * 7168, 1.0f);
+        float *dx = cu_put(g, x, (size_t)n * 7168 * sizeof(float));
+        float *d1 = cu_poisoned(g, (size_t)n * 2048), *d2 = cu_poisoned(g, (size_t)n * 2048);
+        g->ops->matmul(g, d1, dx, &w.dev, n);
+        g->ops->matmul(g, d2, dx, &w.dev, n);
+        float *a = cu_get(g, d1, (size_t)n * 2048), *b = cu_get(g, d2, (size_t)n * 2048);
+        cu_all_finite(a, (size_t)n * 2048, "first run");
+        cr_assert(memcmp(a, b, (size_t)n * 2048 * sizeof(float)) == 0, "%s: runs differ",
+                  cu_fmt_name(fmt));
+        free(x), free(a), free(b);
+        g->ops->free(g, dx), g->ops->free(g, d1), g->ops->free(g, d2);
+        cu_weight_free(g, &w);
+    }
+    g->ops->destroy(g);
+}
+
+/* Back-to-back GEMVs where each reads what the one before wrote, and writes what the one before
+ * read (ping-pong buffers), with a plain kernel in between: with programmatic dependent launch
+ * a GEMV starts before its predecessor ends, and must still see its output. */
+Test(cuda_ops, gemv_chain_sees_each_previous_output)
+{
+    cu_seed();
+    sl_backend *g = cu_gpu(), *c = cu_cpu();
+    enum { STEPS = 8, H = 7168, F = 2048 };
+    for (int fmt = 0; fmt < SL_WF_COUNT; fmt++)
+        for (int n = 1; n <= 16; n *= 4) {
+            cu_weight up, down;
+            cu_weight_make(g, &up, fmt, F, H, 0);
+            cu_weight_make(g, &down, fmt, H, F, 0);
+            float *h = cu_randv((size_t)n * H, 1.0f), *f = malloc((size_t)n * F * sizeof(float));
+            float *bias = cu_randv((size_t)n * F, 0.1f);
+            cr_assert(f);
+            float *dh = cu_put(g, h, (size_t)n * H * sizeof(float));
+            float *df = cu_poisoned(g, (size_t)n * F);
+            float *dbias = cu_put(g, bias, (size_t)n * F * sizeof(float));
+            for (int s = 0; s < STEPS; s++) {
+                c->ops->matmul(c, f, h, &up.host, n);
+                c->ops->add(c, f, bias, (size_t)n * F);
+                c->ops->matmul(c, h, f, &down.host, n);
+                g->ops->matmul(g, df, dh, &up.dev, n);
+                g->ops->add(g, df, dbias, (size_t)n * F);
+                g->ops->matmul(g, dh, df, &down.dev, n);
+            }
+            float *got = cu_get(g, dh, (size_t)n * H);
+            char what[64];
+            snprintf(what, sizeof what, "chain %s n=%d", cu_fmt_name(fmt), n);
+            cu_all_finite(got, (size_t)n * H, what);
+            double err = cu_rel_l2(got, h, (size_t)n * H);
+            cr_expect_leq(err, 1e-5, "%s: rel L2 %.3g > 1e-5", what, err);
+            free(h), free(f), free(bias), free(got);
+            g->ops->free(g, dh), g->ops->free(g, df), g->ops->free(g, dbias);
+            cu_weight_free(g, &up);
+            cu_weight_free(g, &down);
+        }
     g->ops->destroy(g);
     c->ops->destroy(c);
 }
