@@ -458,9 +458,12 @@ void sl_cuda_gemm_f32(sl_cuda_ctx *c, const sl_gemm_f32 *g)
               "mla_attention (gemm)");
 }
 
-// out (n, rows) = x (n, cols) . W^T for n > 8 tokens.
+// out (n, rows) = x (n, cols) . W^T for n > 8 tokens: on tensor cores (kernels_tc.cu) unless the
+// weights are f32 or this fp32 kernel is pinned (sl_cuda_set_gemm_path).
 void sl_cuda_gemm_weight(sl_cuda_ctx *c, float *out, const float *x, const sl_weight *wt, int n)
 {
+    if (sl_cuda_gemm_tc(c, out, x, wt, n))
+        return;
     sl_wdev w = sl_cuda_wdev(wt);
     sl_gemm_operand xa = {x, NULL, 0, w.cols, 1, 0, 0, 0, (int)w.cols, n};
     ld_strided la = strided(xa, (int)w.cols);
