@@ -15,11 +15,13 @@
 //      the stage's two groups add their sums through shared memory at the end.
 //   3. Few blocks (small n or rows) split k across blocks; partial sums go to the workspace and
 //      are added in split order (tc_reduce_kernel): results do not depend on timing.
-// Bytes moved: the weights once per 128 tokens, the activations once per 128 rows (2 or 4 bytes an
-// element). Up to ~64 tokens it is bound by weight bytes (so quantized formats beat cuBLAS on bf16
-// weights), from ~128 on by the tensor cores: 1 mma per 16x8x16 products in bf16 mode, 2 in fp32
-// mode. Figures: bench/results/gemm-h100-2026-11-24.md.
-// bf16 weights at many tokens may instead go to cuBLAS on the stored weights (cublas.cu).
+// Bytes moved: the weights once per token tile (16-64 tokens), the activations once per 128 rows
+// (2 or 4 bytes an element). Up to ~64 tokens it is bound by weight bytes, so quantized formats
+// match or beat cuBLAS on bf16 weights (0.95-1.27x at 16 tokens). From ~128 tokens it is bound by
+// issue and latency, not by memory or the tensor cores (ncu at 1024 tokens: tensor pipe 11%, L2
+// 14%, 2 warps per scheduler mostly waiting on fixed-latency results): per 2 mma it issues 4
+// scale FMAs and the decode of 8 codes. Many tokens therefore go to cuBLAS where that wins.
+// Figures: bench/results/gemm-h100-2026-11-24.md.
 #include "cuda/internal.cuh"
 #include "cuda/tc_frag.cuh"
 
@@ -464,12 +466,15 @@ static void tc_run(sl_cuda_ctx *c, tc_args a, size_t work_floats)
     }
 }
 
-// The token tile: a pinned one (sl_cuda_set_gemm_path), else the smallest that holds n, up to 128.
+// The token tile: a pinned one (sl_cuda_set_gemm_path), else the smallest that holds n, up to 64.
+// 64 rather than 128 past 64 tokens: two 64-token blocks share an SM (128 registers a thread)
+// where one 128-token block runs alone, and that measured equal or faster at 128 and 1024
+// tokens for every quantized format in both modes (bench/results/gemm-h100-2026-11-24.md).
 static int tc_tile(const sl_cuda_ctx *c, int n)
 {
     if (c->gemm_tile)
         return c->gemm_tile / 8;
-    return n <= 16 ? 2 : n <= 32 ? 4 : n <= 64 ? 8 : 16;
+    return n <= 16 ? 2 : n <= 32 ? 4 : 8;
 }
 
 template <int FMT, bool LO>
@@ -571,19 +576,25 @@ static bool tc_blas(sl_cuda_ctx *c, float *out, const float *x, const sl_wdev &w
     return true;
 }
 
-// Token counts from which cuBLAS beats the fused kernel on the H100 (bench/results/
-// gemm-h100-2026-11-24.md): on bf16 weights it reads them as stored (both modes, exact); on
-// quantized ones only in bf16-activation mode, and only where the copy to bf16 pays for itself.
-enum { TC_BLAS_MIN_BF16 = 64, TC_BLAS_MIN_QUANT = 512 };
+// Where cuBLAS beats the fused kernel on the H100 (bench/results/gemm-h100-2026-11-24.md):
+//   - bf16 weights, read as stored (exact, both modes): from 64 tokens (0.90 vs 0.58-0.67 of
+//     cuBLAS's own time in bf16 mode, 0.55-0.57 vs 0.49-0.60 in fp32 mode);
+//   - quantized weights, copied to bf16 (bf16-activation mode only, which then rounds the
+//     weights too): from 256 tokens (0.46-0.50 vs 0.33-0.42), and from 128 when k <= 4096, where
+//     the fused kernel has few stages per block to amortise its pipeline fill and split-K sum
+//     (7168x2048: 0.48-0.54 vs 0.42-0.47; 2048x7168: 0.48-0.51 vs 0.58-0.63 fused).
+enum { TC_BLAS_MIN_BF16 = 64, TC_BLAS_MIN_QUANT = 256, TC_BLAS_MIN_QUANT_SHORT_K = 128, TC_SHORT_K = 4096 };
 
-static bool tc_use_blas(const sl_cuda_ctx *c, int fmt, int n, bool lo)
+static bool tc_use_blas(const sl_cuda_ctx *c, const sl_wdev &w, int n, bool lo)
 {
-    bool exact = fmt == SL_WF_BF16 || !lo; // quantized weights in fp32 mode: never rounded
+    bool exact = w.fmt == SL_WF_BF16 || !lo; // quantized weights in fp32 mode: never rounded
     if (c->gemm_path == SL_CUDA_GEMM_CUBLAS)
         return exact;
-    if (c->gemm_path != SL_CUDA_GEMM_AUTO)
+    if (c->gemm_path != SL_CUDA_GEMM_AUTO || !exact)
         return false;
-    return exact && n >= (fmt == SL_WF_BF16 ? TC_BLAS_MIN_BF16 : TC_BLAS_MIN_QUANT);
+    if (w.fmt == SL_WF_BF16)
+        return n >= TC_BLAS_MIN_BF16;
+    return n >= (w.cols <= TC_SHORT_K ? TC_BLAS_MIN_QUANT_SHORT_K : TC_BLAS_MIN_QUANT);
 }
 
 } // namespace
@@ -594,7 +605,7 @@ bool sl_cuda_gemm_tc(sl_cuda_ctx *c, float *out, const float *x, const sl_weight
         return false;
     sl_wdev w = sl_cuda_wdev(wt);
     bool lo = !c->act_bf16;
-    if (tc_use_blas(c, wt->fmt, n, lo) && tc_blas(c, out, x, w, n, lo))
+    if (tc_use_blas(c, w, n, lo) && tc_blas(c, out, x, w, n, lo))
         return true;
     // tokens per launch: their activations take at most half the workspace, partial sums the rest
     int kp = (int)((w.cols + TC_BK - 1) / TC_BK * TC_BK);
