@@ -149,6 +149,7 @@ static void op_destroy(sl_backend *b)
             cudaFree(c->vram);
         if (c->deverr_host)
             cudaFreeHost(c->deverr_host);
+        sl_cuda_blas_close(c->blas);
         sl_cuda_arena_fini(&c->arena);
         pthread_mutex_destroy(&c->mu);
         free(c);
@@ -247,6 +248,9 @@ extern "C" int sl_cuda_backend_create(int device, size_t vram_budget, sl_backend
         return create_fail(b, e, SL_E_DEVICE, "cudaSetDevice", err);
     if ((err = cudaDeviceGetAttribute(&c->sm_count, cudaDevAttrMultiProcessorCount, device)) != cudaSuccess)
         return create_fail(b, e, SL_E_DEVICE, "cudaDeviceGetAttribute(SM count)", err);
+    if ((err = cudaDeviceGetAttribute(&c->smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin,
+                                      device)) != cudaSuccess)
+        return create_fail(b, e, SL_E_DEVICE, "cudaDeviceGetAttribute(shared memory per block)", err);
     if ((err = cudaStreamCreateWithFlags(&c->compute, cudaStreamNonBlocking)) != cudaSuccess)
         return create_fail(b, e, SL_E_DEVICE, "cudaStreamCreate(compute)", err);
     c->compute_ok = true;
@@ -339,6 +343,33 @@ extern "C" void sl_cuda_arena_stats(sl_backend *b, size_t *capacity, size_t *use
 }
 
 extern "C" void *sl_cuda_compute_stream(sl_backend *b) { return (void *)sl_cuda_ctx_of(b)->compute; }
+
+extern "C" int sl_cuda_set_activations(sl_backend *b, sl_cuda_act act, sl_error *e)
+{
+    if (act != SL_CUDA_ACT_F32 && act != SL_CUDA_ACT_BF16)
+        return sl_errorf(e, SL_E_ARG, "cuda: activation mode %d is neither f32 (0) nor bf16 (1)", (int)act);
+    sl_cuda_ctx *c = sl_cuda_ctx_of(b);
+    pthread_mutex_lock(&c->mu);
+    c->act_bf16 = act == SL_CUDA_ACT_BF16;
+    pthread_mutex_unlock(&c->mu);
+    return 0;
+}
+
+extern "C" int sl_cuda_set_gemm_path(sl_backend *b, sl_cuda_gemm_path path, int token_tile, sl_error *e)
+{
+    if (path < SL_CUDA_GEMM_AUTO || path > SL_CUDA_GEMM_CUBLAS)
+        return sl_errorf(e, SL_E_ARG, "cuda: no matmul path %d", (int)path);
+    if (token_tile != 0 && token_tile != 16 && token_tile != 32 && token_tile != 64 && token_tile != 128)
+        return sl_errorf(e, SL_E_ARG, "cuda: token tile %d is not 0, 16, 32, 64 or 128", token_tile);
+    sl_cuda_ctx *c = sl_cuda_ctx_of(b);
+    if (path == SL_CUDA_GEMM_CUBLAS && !sl_cuda_blas_get(c))
+        return sl_errorf(e, SL_E_UNSUPPORTED, "cuda: cuBLAS: %s", c->blas_msg);
+    pthread_mutex_lock(&c->mu);
+    c->gemm_path = path;
+    c->gemm_tile = token_tile;
+    pthread_mutex_unlock(&c->mu);
+    return 0;
+}
 
 struct sl_cuda_event {
     cudaEvent_t ev;

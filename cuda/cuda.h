@@ -11,8 +11,12 @@
  *     skipped, and download (and upload) return SL_E_DEVICE until the backend is destroyed; the
  *     message is sl_cuda_backend_error(). Kernel faults surface at the next synchronising call;
  *     set SL_CUDA_SYNC=1 in the environment to synchronise after every launch and name the op.
- *   - numerics: activations and accumulation are fp32 (a bf16-activation mode is a later step:
- *     see cuda/internal.cuh, SL_CUDA_ACT_T); weights are decoded inside the matrix products.
+ *   - numerics: activations are stored fp32 and every sum is accumulated in fp32; weights are
+ *     decoded inside the matrix products (exactly: every code of every format is an fp32 value).
+ *     Matmuls of 1..8 tokens are fp32 GEMVs; of more tokens on bf16/fp8/q8/q4 weights, tensor-core
+ *     products whose activation rounding sl_cuda_set_activations chooses (below).
+ *   - cuBLAS is loaded (dlopen) the first time a matmul path uses it, not at create; its scratch
+ *     is a fixed slice of the workspace.
  *
  * This header is C and C++: model.h is a C header, so it is included inside extern "C". */
 #ifndef SL_CUDA_H
@@ -65,6 +69,50 @@ int sl_cuda_gemv_tune(sl_backend *b, const char *spec);
 /* The compute stream as a cudaStream_t (void * keeps this header free of cuda_runtime.h), for
  * timing with events in benchmarks. */
 void *sl_cuda_compute_stream(sl_backend *b);
+
+/* ---- numerics and paths of the many-token matrix products ---------------------------------
+ * matmul with n > 8 tokens on bf16, fp8, q8 or q4 weights runs on tensor cores: bf16 x bf16
+ * products with fp32 sums. The fused kernel decodes weight codes exactly (every code is a bf16
+ * value) and applies scales to fp32 partial sums of 32 columns; cuBLAS takes bf16 weights as
+ * stored. What the activations x are rounded to:
+ *   SL_CUDA_ACT_F32 (the default): x is split as hi + lo, two bf16 values, and both are
+ *     multiplied (twice the tensor-core work): x is kept to 2^-16 relative, so results match the
+ *     CPU backend to ~3e-6 relative L2 (~8e-6 through cuBLAS), like fp32 FMA. Weights are never
+ *     rounded.
+ *   SL_CUDA_ACT_BF16: x is rounded to bf16 (nearest even) where the product reads it, one
+ *     multiply: ~1.7e-3 relative L2 from the CPU backend on random data. From 256 tokens (128
+ *     when cols <= 4096) quantized weights go through cuBLAS on a bf16 copy, code * scale rounded
+ *     to nearest even: that rounds the weights too (~2.4e-3 together).
+ * Not affected, fp32 in both modes: matmul of 1..8 tokens (the GEMV reads x in fp32; rounding it
+ * would cost a pass and save nothing), matmul on f32 weights, MLA attention's products, and every
+ * other op (norms, rope, softmax, routing, elementwise). fp8 codes 0x7f/0xff (NaN) read as +-480
+ * in the fused kernel; quantizers never write them.
+ * Returns 0, or SL_E_ARG for another value. Affects ops queued after it. Cost: none. */
+typedef enum { SL_CUDA_ACT_F32 = 0, SL_CUDA_ACT_BF16 = 1 } sl_cuda_act;
+int sl_cuda_set_activations(sl_backend *b, sl_cuda_act act, sl_error *e);
+
+/* For benchmarks and tests: pin the many-token matmul (n > 8) to one path.
+ *   SL_CUDA_GEMM_AUTO   the default: on bf16 weights the fused tensor-core kernel
+ *                       (kernels_tc.cu) below 64 tokens, cuBLAS from 64; on fp8/q8/q4 the
+ *                       fused kernel, or in bf16-activation mode cuBLAS on a bf16 copy from 256
+ *                       tokens (128 when cols <= 4096); the fp32 kernel on f32 weights (the
+ *                       crossovers: bench/results/gemm-h100-2026-11-24.md);
+ *   SL_CUDA_GEMM_SIMT   the fp32 FMA kernel for every format (no tensor cores, x never rounded);
+ *   SL_CUDA_GEMM_TC     the fused tensor-core kernel for bf16/fp8/q8/q4 weights;
+ *   SL_CUDA_GEMM_CUBLAS cuBLAS bf16 GEMMs (two, hi and lo, in fp32-activation mode): on bf16
+ *                       weights as stored; on fp8/q8/q4 in bf16-activation mode on a bf16 copy
+ *                       (in fp32 mode those stay on the fused kernel, never rounded).
+ * token_tile: the tensor-core kernel's tokens per block, 16, 32, 64 or 128 (0: by token count;
+ * odd or misaligned weights always use 16). Returns 0, SL_E_ARG (bad value) or SL_E_UNSUPPORTED
+ * (cuBLAS asked for and it cannot be loaded: reason in e). Cost: loading cuBLAS (~0.1-1 s) the
+ * first time it is asked for. */
+typedef enum {
+    SL_CUDA_GEMM_AUTO = 0,
+    SL_CUDA_GEMM_SIMT = 1,
+    SL_CUDA_GEMM_TC = 2,
+    SL_CUDA_GEMM_CUBLAS = 3,
+} sl_cuda_gemm_path;
+int sl_cuda_set_gemm_path(sl_backend *b, sl_cuda_gemm_path path, int token_tile, sl_error *e);
 
 /* ---- overlap of uploads with compute (for stream/) -------------------------------------------
  * The pattern, per VRAM slot: copy stream waits on the slot's "free" event, copies into it and

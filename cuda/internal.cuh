@@ -16,10 +16,9 @@ extern "C" {
 #include <math.h>
 #include <stdint.h>
 
-// Activations are fp32 everywhere in this backend (and accumulation always is). A bf16
-// activation mode is a later step: it changes this type and the two places that read
-// activations in bulk (the x loads of kernels_gemv.cu and the A-tile loads of kernels_gemm.cu);
-// every other kernel reads and writes it through plain loads and stores.
+// Activations are stored fp32 everywhere in this backend (and accumulation always is fp32). The
+// bf16 mode (sl_cuda_set_activations) rounds them where the many-token matrix products read them
+// (kernels_tc.cu's act_split_kernel), not in memory.
 typedef float sl_act_t;
 
 // ---- the arena: first-fit over one cudaMalloc ------------------------------------------------
@@ -69,6 +68,7 @@ struct sl_cuda_gemv_cfg {
 };
 
 enum { SL_CUDA_GEMV_COUNTERS = 16384 };
+struct sl_cuda_blas;
 
 struct sl_cuda_ctx {
     int device;
@@ -85,6 +85,13 @@ struct sl_cuda_ctx {
     bool sync_each;       // SL_CUDA_SYNC=1: synchronise after every launch
     sl_cuda_gemv_cfg gemv; // set by sl_cuda_gemv_init (kernels_gemv.cu)
     unsigned *gemv_count; // SL_CUDA_GEMV_COUNTERS split-K arrival counters (zeroed, self-resetting)
+    int smem_optin;       // shared memory one block may opt in to (bytes)
+    bool act_bf16;        // sl_cuda_set_activations: many-token matmuls round x to bf16
+    int gemm_path;        // sl_cuda_gemm_path: SL_CUDA_GEMM_AUTO unless a test or bench pins one
+    int gemm_tile;        // token tile of the tensor-core kernel (0: chosen by token count)
+    sl_cuda_blas *blas;   // cuBLAS, loaded on first use (cublas.cu); NULL before or when absent
+    int blas_state;       // 0 not tried, 1 loaded, -1 unavailable (reason in blas_msg)
+    char blas_msg[160];
     pthread_mutex_t mu;   // arena and error state (ops may come from several host threads)
     int err;              // sticky: 0 or SL_E_*
     char errmsg[512];
@@ -284,6 +291,20 @@ void sl_cuda_matmul(sl_cuda_ctx *c, float *out, const float *x, const sl_weight 
 // The few-token path (1 <= n <= 16, kernels_gemv.cu) and the many-token one (kernels_gemm.cu).
 void sl_cuda_gemv(sl_cuda_ctx *c, float *out, const float *x, const sl_weight *w, int n);
 void sl_cuda_gemm_weight(sl_cuda_ctx *c, float *out, const float *x, const sl_weight *w, int n);
+// The many-token matmul on tensor cores for bf16/fp8/q8/q4 weights (kernels_tc.cu); false when
+// it does not take this call (f32 weights, the SIMT path pinned, no workspace room).
+bool sl_cuda_gemm_tc(sl_cuda_ctx *c, float *out, const float *x, const sl_weight *w, int n);
+
+// cuBLAS (cublas.cu), loaded with dlopen on first use. The top SL_CUDA_BLAS_WS bytes of the
+// workspace are its scratch (set once; matmuls that call it keep their own data below).
+enum { SL_CUDA_BLAS_WS = 8 << 20 };
+// The loaded library, or NULL when it cannot be had (reason in c->blas_msg; not an op error).
+sl_cuda_blas *sl_cuda_blas_get(sl_cuda_ctx *c);
+void sl_cuda_blas_close(sl_cuda_blas *bl);
+// out (n, m) (column-major m x n, leading dimension ldo) = W (m, k) . X^T + beta * out, with W
+// and X bf16 row-major (leading dimensions ldw, ldx in elements); fp32 accumulation and output.
+void sl_cuda_blas_gemm_bf16(sl_cuda_ctx *c, int m, int n, int k, const void *w, int ldw,
+                            const void *x, int ldx, float *out, int ldo, float beta);
 
 // At backend creation, after c->device, c->sm_count and c->gemv_count are set: reads
 // SL_CUDA_GEMV, zeroes the counters, raises the GEMV kernels' shared-memory limit.

@@ -1,7 +1,8 @@
 // Tiled fp32 GEMM for many tokens, C(b, i, j) = sum_k A(b, i, k) B(b, j, k), with the operands
 // decoded into shared memory tile by tile:
-//   - matmul (n > 8 tokens): A = the token rows x, B = the weight in any format (decoded 8
-//     columns per load where cols % 8 == 0, else one element at a time);
+//   - matmul (n > 8 tokens) on f32 weights, or on any format when pinned (sl_cuda_set_gemm_path):
+//     A = the token rows x, B = the weight (decoded 8 columns per load where cols % 8 == 0, else
+//     one element at a time); bf16/fp8/q8/q4 weights otherwise take kernels_tc.cu;
 //   - MLA attention: A and B strided fp32 views of q, the latent cache, scores, kv_b (see
 //     sl_gemm_operand), batched over heads.
 // A block computes a BM x BN tile of C with (BM/TM) x (BN/TN) threads, TM x TN outputs each,
@@ -12,7 +13,7 @@
 // on timing (no atomics).
 // Measured (bench/kernels, H100 SXM, expert 2048x7168): 8-11 TFLOP/s at 16 tokens (1.2-1.6x
 // cuBLAS fp32 SGEMM on the widened weight), 15-21 at 128, 17-22 at 1024 (0.4x SGEMM; 0.03x
-// cuBLAS bf16 on tensor cores, which fp32 activations cannot use without losing the 1e-5 match).
+// cuBLAS bf16; the tensor-core path of kernels_tc.cu keeps fp32 accuracy with two bf16 products).
 #include "cuda/internal.cuh"
 
 template <int BM_, int BN_, int BK_, int TM_, int TN_> struct gemm_cfg {
@@ -458,9 +459,12 @@ void sl_cuda_gemm_f32(sl_cuda_ctx *c, const sl_gemm_f32 *g)
               "mla_attention (gemm)");
 }
 
-// out (n, rows) = x (n, cols) . W^T for n > 8 tokens.
+// out (n, rows) = x (n, cols) . W^T for n > 8 tokens: on tensor cores (kernels_tc.cu) unless the
+// weights are f32 or this fp32 kernel is pinned (sl_cuda_set_gemm_path).
 void sl_cuda_gemm_weight(sl_cuda_ctx *c, float *out, const float *x, const sl_weight *wt, int n)
 {
+    if (sl_cuda_gemm_tc(c, out, x, wt, n))
+        return;
     sl_wdev w = sl_cuda_wdev(wt);
     sl_gemm_operand xa = {x, NULL, 0, w.cols, 1, 0, 0, 0, (int)w.cols, n};
     ld_strided la = strided(xa, (int)w.cols);
