@@ -42,6 +42,7 @@ typedef struct sl_cli_engine_opts {
     bool no_prefetch;
     bool sync_uploads;  /* --sync-uploads */
     bool stream_cores;  /* --stream-cores */
+    bool act_bf16;      /* --act bf16 */
     int threads;
     int policy; /* sl_cache_policy + 1; 0: the default (LFU) */
     int prefetch_width; /* 0: the model's experts per token */

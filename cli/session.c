@@ -73,6 +73,15 @@ int sl_cli_engine_option(sl_cli_engine_opts *o, int argc, char **argv, int *i)
         (*i)++;
         return 1;
     }
+    if (!strcmp(opt, "--act")) {
+        if (!v || (strcmp(v, "f32") && strcmp(v, "bf16"))) {
+            sl_cli_error("--act: expected f32 or bf16, got \"%s\"", v ? v : "");
+            return -1;
+        }
+        o->act_bf16 = !strcmp(v, "bf16");
+        (*i)++;
+        return 1;
+    }
     if (!strcmp(opt, "--stream-cores")) {
         o->stream_cores = true;
         return 1;
@@ -104,6 +113,8 @@ const char sl_cli_engine_usage[] =
     "  --cache lfu|lru      which expert in a VRAM slot gives way (default lfu; host cache is LRU)\n"
     "  --no-prefetch        do not guess and preload the next layer's experts\n"
     "  --prefetch-width K   experts guessed per token for the next layer (default: as routed)\n"
+    "  --act f32|bf16       activations the GPU's matrix products read (default f32: exact to\n"
+    "                       ~1e-5; bf16: one tensor-core product instead of two, ~1e-3)\n"
     "  --stream-cores       stream layer cores too even when --vram holds them (they stream\n"
     "                       anyway when it does not)\n"
     "  --sync-uploads       copy experts to the GPU synchronously (default: pinned host cache,\n"
@@ -118,12 +129,19 @@ static int make_backend(const sl_cli_engine_opts *o, sl_backend **b, bool *gpu, 
 #ifdef SL_HAVE_CUDA
     if (want_cuda || (!o->backend && sl_cuda_device_count() > 0)) {
         *gpu = true;
-        return sl_cuda_backend_create(o->device, o->vram, b, e);
+        int rc = sl_cuda_backend_create(o->device, o->vram, b, e);
+        if (rc == 0 && o->act_bf16 && (rc = sl_cuda_set_activations(*b, SL_CUDA_ACT_BF16, e))) {
+            (*b)->ops->destroy(*b);
+            *b = NULL;
+        }
+        return rc;
     }
 #else
     if (want_cuda)
         return sl_errorf(e, SL_E_UNSUPPORTED, "--backend cuda: this sluice was built without CUDA (nvcc absent)");
 #endif
+    if (o->act_bf16)
+        return sl_errorf(e, SL_E_UNSUPPORTED, "--act bf16: the CPU backend computes in f32 only");
     return sl_cpu_backend_create(o->threads, b, e);
 }
 

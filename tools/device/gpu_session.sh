@@ -73,6 +73,11 @@ for f in ('seq','rand'):
             done
         done
     done
+    # the whole CLI path on the GPU: real tokenizer, chat template, sampling, streamed experts
+    log "sluice run (chat, greedy) on the real-shape model"
+    timeout 200 $B/sluice run $MODEL --tokenizer /tmp/carry/share/tokenizer.json --chat --greedy \
+        -p "Explain in one sentence why the sky is blue." -n 24 --vram 24G --ram 8G ${RUN_FLAGS:-} \
+        > "$OUT/run-chat.txt" 2> "$OUT/run-chat.err"; echo "run rc=$?"; tail -c 600 "$OUT/run-chat.txt"; echo; tail -3 "$OUT/run-chat.err"
 fi
 log done
 tar -C "$OUT" -czf "$FINAL/session-$WHAT.tgz" .

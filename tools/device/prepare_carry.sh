@@ -14,8 +14,10 @@ for bin in .carry/bin/*; do
     ldd "$bin" 2>/dev/null | awk '/=> \// {print $3}'
 done | sort -u | grep -vE '/(libc|libm|libpthread|libdl|librt|ld-linux[^/]*|libgcc_s|libstdc\+\+|libresolv|libcublas|libcublasLt|libcudart)\.so' |
     while read -r lib; do cp -L "$lib" .carry/lib/; done
+# the real tokenizer, for a `sluice run` smoke test on the real-shape model
+mkdir -p .carry/share && cp ../shared/deepseek-v3/tokenizer.json .carry/share/
 du -sh .carry
 # The device tool carries at most 64 MiB with the tree: ship one xz tarball.
-tar -C .carry -cJf .carry/pack.txz bin lib
-rm -rf .carry/bin .carry/lib
+tar -C .carry -cJf .carry/pack.txz bin lib share
+rm -rf .carry/bin .carry/lib .carry/share
 ls -la .carry/pack.txz
