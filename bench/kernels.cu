@@ -248,7 +248,9 @@ static void bench_gemv(cublasHandle_t cb, double copy_gbps, const std::vector<in
                 chk = chk_g > chk || chk_g != chk_g ? chk_g : chk;
                 double gbps = (double)nb * reps / (m * 1e-3) / 1e9, ggbps = (double)nb * reps / (mg * 1e-3) / 1e9;
                 double fl = 2.0 * n * rows * cols * reps / 1e12;
-                const char *kind = n <= gemv_max ? "gemv" : "gemm";
+                // cuda/kernels_gemv.cu's per-format crossover, unless SL_CUDA_GEMV sets max=
+                static const int by_fmt[SL_WF_COUNT] = {12, 6, 4, 4, 4};
+                const char *kind = n <= (gemv_max > 0 ? gemv_max : by_fmt[fmt]) ? "gemv" : "gemm";
                 row(kind, fname, rows, cols, n, 0, "stream", m * 1e3 / reps, gbps, fl / (m * 1e-3),
                     "d2d-copy", gbps / copy_gbps, chk);
                 row(kind, fname, rows, cols, n, 0, "graph", mg * 1e3 / reps, ggbps, fl / (mg * 1e-3),
@@ -487,7 +489,7 @@ int main(int argc, char **argv)
             p = e ? e + 1 : p + strlen(p);
         }
     // the GEMV's token limit, as cuda/ reads it (labels: counts above it run the GEMM)
-    int gemv_max = 12; // cuda/kernels_gemv.cu's default
+    int gemv_max = 0; // 0: cuda/kernels_gemv.cu's per-format defaults
     const char *tune = getenv("SL_CUDA_GEMV");
     if (tune && strstr(tune, "max="))
         gemv_max = atoi(strstr(tune, "max=") + 4);

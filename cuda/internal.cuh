@@ -58,6 +58,8 @@ enum {
 // separated) or sl_cuda_gemv_tune().
 struct sl_cuda_gemv_cfg {
     int max_tokens;    // matmuls of up to this many tokens take the GEMV (1..16, default 12)
+    int max_by_fmt[SL_WF_COUNT]; // the same per weight format: where the tensor-core GEMM of
+                       // kernels_tc.cu overtakes (f32 12, bf16 6, fp8/q8/q4 4); max= sets all
     bool pdl;          // programmatic dependent launch (sm_90+): overlap with the previous kernel
     int prefetch_kb;   // L2 prefetch per block before the dependency wait, KiB (0: none,
                        // -1: by format)
@@ -285,7 +287,7 @@ __device__ __forceinline__ float sl_block_reduce(float v)
 
 // ---- entry points between files --------------------------------------------------------------
 
-// out (n, w->rows) = x (n, w->cols) . W^T: GEMV for n <= c->gemv.max_tokens, tiled GEMM above
+// out (n, w->rows) = x (n, w->cols) . W^T: GEMV for n <= c->gemv.max_by_fmt[fmt], GEMM above
 // (kernels_matmul.cu).
 void sl_cuda_matmul(sl_cuda_ctx *c, float *out, const float *x, const sl_weight *w, int n);
 // The few-token path (1 <= n <= 16, kernels_gemv.cu) and the many-token one (kernels_gemm.cu).

@@ -716,8 +716,11 @@ static void gemv_cfg_parse(sl_cuda_gemv_cfg *g, const char *s, bool pdl_ok)
         char key[16];
         int val;
         if (sscanf(s, "%15[a-z]=%d", key, &val) == 2) {
-            if (!strcmp(key, "max"))
+            if (!strcmp(key, "max")) {
                 g->max_tokens = val < 1 ? 1 : val > GEMV_MAX_T ? GEMV_MAX_T : val;
+                for (int f = 0; f < SL_WF_COUNT; f++)
+                    g->max_by_fmt[f] = g->max_tokens;
+            }
             else if (!strcmp(key, "pdl"))
                 g->pdl = pdl_ok && val != 0; // only where the device has it
             else if (!strcmp(key, "pf"))
@@ -752,6 +755,12 @@ cudaError_t sl_cuda_gemv_init(sl_cuda_ctx *c)
     if (err != cudaSuccess)
         return err;
     c->gemv.max_tokens = 12;
+    // the GEMV/GEMM crossover per format against the tensor-core GEMM, H100 graph replay at
+    // expert shapes (bench/results/kernels-h100-2026-11-24-session2.md): f32 weights stay on the
+    // GEMV to 12 (their GEMM is fp32 FMA); bf16 even at 6-8; fp8/q8/q4 even at 4-6
+    const int by_fmt[SL_WF_COUNT] = {12, 6, 4, 4, 4};
+    for (int f = 0; f < SL_WF_COUNT; f++)
+        c->gemv.max_by_fmt[f] = by_fmt[f];
     c->gemv.pdl = major >= 9;
     c->gemv.prefetch_kb = -1;
     c->gemv.fill = 2;

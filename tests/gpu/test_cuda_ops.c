@@ -309,7 +309,9 @@ Test(cuda_ops, gemv_chain_sees_each_previous_output)
             snprintf(what, sizeof what, "chain %s n=%d", cu_fmt_name(fmt), n);
             cu_all_finite(got, (size_t)n * H, what);
             double err = cu_rel_l2(got, h, (size_t)n * H);
-            cr_expect_leq(err, 1e-5, "%s: rel L2 %.3g > 1e-5", what, err);
+            /* 16 products in a row; a stale read gives O(1). n = 16 takes the tensor-core GEMM
+             * (x as bf16 hi + lo, ~2.5e-6 per product), which compounds to ~1e-5 here */
+            cr_expect_leq(err, 5e-5, "%s: rel L2 %.3g > 5e-5", what, err);
             free(h), free(f), free(bias), free(got);
             g->ops->free(g, dh), g->ops->free(g, df), g->ops->free(g, dbias);
             cu_weight_free(g, &up);

@@ -28,14 +28,23 @@ if [ "$WHAT" = tests ] || [ "$WHAT" = all ]; then
     log gpu tests
     timeout 300 $B/gpu --jobs 1 2>&1 | tee "$OUT/gpu-tests.log" | grep -E "FAIL|CRASH|Synthesis|rel L2|GB/s" | head -60
     log compute-sanitizer memcheck
-    timeout 240 compute-sanitizer --tool memcheck --error-exitcode 9 $B/gpu --jobs 1 --filter 'cuda_ops/*' \
-        > "$OUT/memcheck.log" 2>&1; echo "memcheck rc=$?"; tail -3 "$OUT/memcheck.log"
+    for F in ${MEMCHECK:-cuda_ops cuda_gemm cuda_stream}; do
+        timeout 200 compute-sanitizer --tool memcheck --error-exitcode 9 $B/gpu --jobs 1 --filter "$F/*" \
+            > "$OUT/memcheck-$F.log" 2>&1; echo "memcheck $F rc=$?"; tail -2 "$OUT/memcheck-$F.log"
+    done
 fi
 if [ "$WHAT" = bench ] || [ "$WHAT" = all ]; then
     log kernels bench
     timeout 300 $B/kernels "$OUT/kernels.csv" 2>&1 | tee "$OUT/kernels.log" | tail -40
-    log io_uring reader vs fio
-    SLUICE=$B/sluice OUT=$OUT MACHINE=h100 SECONDS_PER_RUN=2 REPS=2 timeout 420 bench/io_vs_fio.sh /tmp/io-bench.dat 8G 2>&1 | tail -20
+    # where the GEMV should hand over to the GEMM: the same token counts with max=1 (all GEMM)
+    log "GEMV/GEMM crossover"
+    SL_CUDA_GEMV=max=1 timeout 120 $B/kernels "$OUT/crossover-gemm.csv" gemv-experts 2,4,6,8,12,16 > "$OUT/crossover-gemm.log" 2>&1
+    timeout 120 $B/kernels "$OUT/crossover-gemv.csv" gemv-experts 2,4,6,8,12 > "$OUT/crossover-gemv.log" 2>&1
+    grep -h "graph" "$OUT"/crossover-*.csv | sort -t, -k2,2 -k3,3n -k5,5n | head -80
+    if [ -n "${IO:-}" ]; then
+        log io_uring reader vs fio
+        SLUICE=$B/sluice OUT=$OUT MACHINE=h100 SECONDS_PER_RUN=2 REPS=2 timeout 420 bench/io_vs_fio.sh /tmp/io-bench.dat 8G 2>&1 | tail -20
+    fi
 fi
 if [ "$WHAT" = stream ] || [ "$WHAT" = all ]; then
     log stream bench
