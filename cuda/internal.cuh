@@ -284,6 +284,9 @@ void sl_cuda_matmul(sl_cuda_ctx *c, float *out, const float *x, const sl_weight 
 // The few-token path (1 <= n <= 16, kernels_gemv.cu) and the many-token one (kernels_gemm.cu).
 void sl_cuda_gemv(sl_cuda_ctx *c, float *out, const float *x, const sl_weight *w, int n);
 void sl_cuda_gemm_weight(sl_cuda_ctx *c, float *out, const float *x, const sl_weight *w, int n);
+// model.h's expert_group (kernels_expert_group.cu).
+void sl_cuda_expert_group(sl_backend *b, float *out, const float *x, const int32_t *rows,
+                          const float *row_w, const sl_expert_group *g, float *scratch);
 
 // At backend creation, after c->device, c->sm_count and c->gemv_count are set: reads
 // SL_CUDA_GEMV, zeroes the counters, raises the GEMV kernels' shared-memory limit.
