@@ -14,7 +14,7 @@
 //     rotating over 8 layers' caches: GB/s of latent + rope-key bytes read;
 //   - expert groups (model.h's expert_group): 8 experts of 2048x7168 gate/up and 7168x2048 down
 //     per call, the given tokens each (default 1), rotating over 64 distinct experts (8 groups,
-//     1.1-4.5 GB by format, so L2 holds none): GB/s of the group's weight bytes over the copy
+//     1.6-11.3 GB by format, so L2 holds none): GB/s of the group's weight bytes over the copy
 //     rate, next to the per-expert loop of ops it replaces (gather, 3 matmuls, silu, scatter per
 //     expert); the group is checked (rel L2) against the loop, its scratch poisoned with NaN.
 // Prints a table and writes CSV (first lines: device, runtime, date as comments).

@@ -393,7 +393,6 @@ Test(cuda_expert_group, bad_groups_are_sticky_errors_naming_the_op)
     int fmts[2] = {SL_WF_BF16, SL_WF_BF16}, count[2] = {1, 1};
     static xg_case c;
     xg_make(g, &c, 2, 1, 256, 64, count, fmts);
-    c.dg.w[1] = &c.x[1].dev;
     c.x[1].dev.down.cols = 32; /* not the first expert's shape */
     float *d = NULL;
     cr_assert_eq(g->ops->alloc(g, 1 << 20, (void **)&d), 0);
