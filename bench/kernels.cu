@@ -11,7 +11,12 @@
 //     (bench_gemm): TFLOP/s over cuBLAS bf16 (bf16 x bf16 -> fp32, tensor cores) on the same
 //     shape, each checked against the SGEMM result on the dequantized weight (rel L2);
 //   - MLA decode (absorbed form, 1 token, 128 heads, kv_lora 512, rope 64) at 4K and 32K context,
-//     rotating over 8 layers' caches: GB/s of latent + rope-key bytes read.
+//     rotating over 8 layers' caches: GB/s of latent + rope-key bytes read;
+//   - expert groups (model.h's expert_group): 8 experts of 2048x7168 gate/up and 7168x2048 down
+//     per call, the given tokens each (default 1), rotating over 64 distinct experts (8 groups,
+//     1.6-11.3 GB by format, so L2 holds none): GB/s of the group's weight bytes over the copy
+//     rate, next to the per-expert loop of ops it replaces (gather, 3 matmuls, silu, scatter per
+//     expert); the group is checked (rel L2) against the loop, its scratch poisoned with NaN.
 // Prints a table and writes CSV (first lines: device, runtime, date as comments).
 //
 // Build: `make bench` (build/bench/kernels).
@@ -19,8 +24,9 @@
 //   default build/bench/kernels.csv, all; mm = GEMV and GEMM; gemv = GEMV only, at the
 //   comma-separated token counts (default 1,2,4,8,16); gemv-experts = without the big matrix;
 //   gemv-sweep = the experts under each of the ';'-separated SL_CUDA_GEMV settings in the next
-//   argument (graph replay), e.g. "pdl=0;small=0;fill=3". SL_CUDA_GEMV (cuda/internal.cuh) tunes
-//   the GEMV; with max=k, counts above k take the GEMM and are labelled so.
+//   argument (graph replay), e.g. "pdl=0;small=0;fill=3"; expert-group = the expert groups only,
+//   at the token counts given (default 1). SL_CUDA_GEMV (cuda/internal.cuh) tunes the GEMV (and
+//   the group's GEMV); with max=k, counts above k take the GEMM and are labelled so.
 //   gemm = the expert GEMM only; gemm1 FMT ROWS COLS N BF16 PATH TILE = one matmul (for ncu).
 #include "cuda/cuda.h"
 
@@ -472,12 +478,114 @@ static void bench_gemm1(char **arg)
            2.0 * n * rows * cols * REPS / (ms * 1e-3) / 1e12);
 }
 
+// Expert groups per format at DeepSeek-V3 shapes: 8 experts a call, n tokens each (every expert
+// takes all n), rotating over 64 experts; the grouped op and the per-expert loop it replaces.
+static void bench_expert_group(double copy_gbps, const std::vector<int> &ns)
+{
+    enum { H = 7168, I = 2048, E = 64, G = 8 };
+    int nmax = 1;
+    for (int n : ns)
+        nmax = n > nmax ? n : nmax;
+    std::vector<float> wgu = randv((size_t)I * H, 1.0f / sqrtf((float)H));
+    std::vector<float> wd = randv((size_t)H * I, 1.0f / sqrtf((float)I));
+    std::vector<float> x = randv((size_t)nmax * H, 1.0f);
+    float *dx = (float *)dput(x.data(), x.size() * 4);
+    float *dout = (float *)dalloc((size_t)nmax * H * 4), *dref = (float *)dalloc((size_t)nmax * H * 4);
+    // the loop's buffers, and the group's scratch for G * nmax rows
+    float *ex = (float *)dalloc((size_t)nmax * H * 4), *eg = (float *)dalloc((size_t)nmax * I * 4);
+    float *eu = (float *)dalloc((size_t)nmax * I * 4);
+    float *scratch = (float *)dalloc((size_t)G * nmax * (2 * I + H) * 4);
+    std::vector<int32_t> rows((size_t)G * nmax);
+    std::vector<float> roww((size_t)G * nmax);
+    for (int i = 0; i < G * nmax; i++)
+        roww[i] = 0.05f + 0.3f * (float)rand() / RAND_MAX;
+    float *drw = (float *)dput(roww.data(), roww.size() * 4);
+    int32_t *drows = (int32_t *)dalloc(rows.size() * 4);
+    for (int fmt = 0; fmt < SL_WF_COUNT; fmt++) {
+        const char *fname = sl_wformat_get(fmt)->name;
+        size_t nb_gu = sl_wformat_bytes((sl_wformat)fmt, I, H), nb_d = sl_wformat_bytes((sl_wformat)fmt, H, I);
+        std::vector<unsigned char> egu(nb_gu), ed(nb_d);
+        sl_quantize((sl_wformat)fmt, wgu.data(), I, H, egu.data());
+        sl_quantize((sl_wformat)fmt, wd.data(), H, I, ed.data());
+        std::vector<sl_expert_weights> ew(E);
+        for (int k = 0; k < E; k++)
+            ew[k] = sl_expert_weights{sl_weight{I, H, fmt, dput(egu.data(), nb_gu)},
+                                      sl_weight{I, H, fmt, dput(egu.data(), nb_gu)},
+                                      sl_weight{H, I, fmt, dput(ed.data(), nb_d)}};
+        const double bytes = (double)G * (2 * nb_gu + nb_d);
+        for (int n : ns) {
+            for (int i = 0; i < G; i++)
+                for (int t = 0; t < n; t++)
+                    rows[(size_t)i * n + t] = t;
+            CK(cudaMemcpy(drows, rows.data(), (size_t)G * n * 4, cudaMemcpyHostToDevice));
+            auto group_of = [&](int r) {
+                sl_expert_group g;
+                g.n = G;
+                for (int i = 0; i < G; i++) {
+                    g.w[i] = &ew[(r * G + i) % E];
+                    g.start[i] = i * n;
+                    g.count[i] = n;
+                }
+                return g;
+            };
+            auto grouped = [&](int r) {
+                sl_expert_group g = group_of(r);
+                B->ops->expert_group(B, dout, dx, drows, drw, &g, scratch);
+            };
+            auto loop = [&](int r) {
+                sl_expert_group g = group_of(r);
+                for (int i = 0; i < G; i++) {
+                    const sl_expert_weights *w = g.w[i];
+                    const int32_t *ri = drows + g.start[i];
+                    B->ops->gather_rows(B, ex, dx, ri, n, H);
+                    B->ops->matmul(B, eg, ex, &w->gate, n);
+                    B->ops->matmul(B, eu, ex, &w->up, n);
+                    B->ops->silu_mul(B, eg, eg, eu, (size_t)n * I);
+                    B->ops->matmul(B, ex, eg, &w->down, n);
+                    B->ops->scatter_add_rows(B, dout, ex, ri, drw + g.start[i], n, H);
+                }
+            };
+            // check: one group from zero against the loop from zero, the scratch poisoned
+            B->ops->zero(B, dout, (size_t)n * H);
+            loop(0);
+            CK(cudaMemcpyAsync(dref, dout, (size_t)n * H * 4, cudaMemcpyDeviceToDevice, S));
+            poison(scratch, (size_t)G * n * (2 * I + H));
+            B->ops->zero(B, dout, (size_t)n * H);
+            grouped(0);
+            check_backend("expert group");
+            double chk = rel_l2_dev(dout, dref, (size_t)n * H);
+            int reps = 8 * (E / G);
+            const char *kinds[2] = {"exp-group", "exp-loop"};
+            for (int k = 0; k < 2; k++) {
+                double m = k == 0 ? time_ms(reps, grouped) : time_ms(reps, loop);
+                double mg = k == 0 ? time_graph_ms(reps, grouped) : time_graph_ms(reps, loop);
+                double fl = 2.0 * 3 * n * (double)I * H * G * reps / 1e12;
+                for (int gmode = 0; gmode < 2; gmode++) {
+                    double ms_ = gmode ? mg : m;
+                    double gbps = bytes * reps / (ms_ * 1e-3) / 1e9;
+                    row(kinds[k], fname, I, H, n, 0, gmode ? "graph" : "stream", ms_ * 1e3 / reps, gbps,
+                        fl / (ms_ * 1e-3), "d2d-copy", gbps / copy_gbps, k == 0 ? chk : -1);
+                }
+            }
+        }
+        for (auto &w : ew) {
+            B->ops->free(B, w.gate.data);
+            B->ops->free(B, w.up.data);
+            B->ops->free(B, w.down.data);
+        }
+    }
+    void *bufs[] = {dx, dout, dref, ex, eg, eu, scratch, drw, drows};
+    for (void *p : bufs)
+        B->ops->free(B, p);
+}
+
 int main(int argc, char **argv)
 {
     const char *csv_path = argc > 1 ? argv[1] : "build/bench/kernels.csv";
-    const char *only = argc > 2 ? argv[2] : "all"; // all, mm, gemv, gemv-experts, gemv-sweep, gemm, gemm1, mla
+    const char *only = argc > 2 ? argv[2] : "all"; // all, mm, gemv, gemv-experts, gemv-sweep, gemm, gemm1, mla, expert-group
+    bool eg_only = !strcmp(only, "expert-group");
     std::vector<int> ns;
-    for (const char *p = argc > 3 ? argv[3] : "1,2,4,8,16"; p; p = strchr(p, ','), p = p ? p + 1 : p)
+    for (const char *p = argc > 3 ? argv[3] : eg_only ? "1" : "1,2,4,8,16"; p; p = strchr(p, ','), p = p ? p + 1 : p)
         if (atoi(p) > 0)
             ns.push_back(atoi(p));
     // gemv-sweep: SL_CUDA_GEMV variants, ';'-separated, each timed (graph replay) on the experts
@@ -552,6 +660,10 @@ int main(int argc, char **argv)
         bench_gemv(cb, copy_gbps, ns, gemv_max, !strcmp(only, "gemv") || mm, specs);
     if (mm || strcmp(only, "gemm") == 0)
         bench_gemm(cb);
+
+    // ---- expert groups ---------------------------------------------------------------------------
+    if (eg_only || !strcmp(only, "all"))
+        bench_expert_group(copy_gbps, eg_only ? ns : std::vector<int>{1, 4});
 
     // ---- MLA decode (absorbed) ------------------------------------------------------------------
     sl_mla_dims d = {128, 128, 64, 128, 512, 0.135f};

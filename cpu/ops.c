@@ -102,6 +102,30 @@ static void op_scatter_add_rows(sl_backend *b, float *y, const float *x, const i
     }
 }
 
+/* The group as the per-expert loop the forward pass would run, through b->ops so that a backend
+ * wrapping this one sees every op (tests/test_stream.c's deferred copies). Scratch, per expert
+ * at its row offset r in the group: gate (R, inter), up (R, inter), gathered x / down (R, H). */
+static void op_expert_group(sl_backend *b, float *out, const float *x, const int32_t *rows,
+                            const float *row_w, const sl_expert_group *g, float *scratch)
+{
+    const sl_backend_ops *op = b->ops;
+    size_t R = 0;
+    for (int i = 0; i < g->n; i++)
+        R += (size_t)g->count[i];
+    for (int i = 0, r = 0; i < g->n; r += g->count[i++]) {
+        const sl_expert_weights *w = g->w[i];
+        int I = w->gate.rows, H = w->gate.cols, cnt = g->count[i];
+        float *gt = scratch + (size_t)r * I, *up = scratch + R * I + (size_t)r * I;
+        float *xy = scratch + 2 * R * I + (size_t)r * H;
+        op->gather_rows(b, xy, x, rows + g->start[i], cnt, H);
+        op->matmul(b, gt, xy, &w->gate, cnt);
+        op->matmul(b, up, xy, &w->up, cnt);
+        op->silu_mul(b, gt, gt, up, (size_t)cnt * I);
+        op->matmul(b, xy, gt, &w->down, cnt);
+        op->scatter_add_rows(b, out, xy, rows + g->start[i], row_w + g->start[i], cnt, H);
+    }
+}
+
 static void op_moe_route(sl_backend *b, int32_t *idx, float *wts, const float *logits,
                          const float *bias, int n, int n_experts, int n_group, int topk_group,
                          int top_k, bool norm, float scale)
@@ -156,6 +180,7 @@ static const sl_backend_ops cpu_ops = {
     .gather_rows = op_gather_rows,
     .scatter_add_rows = op_scatter_add_rows,
     .moe_route = op_moe_route,
+    .expert_group = op_expert_group,
 };
 
 int sl_cpu_backend_create(int n_threads, sl_backend **out, sl_error *e)

@@ -210,6 +210,7 @@ static sl_backend_ops make_ops(void)
     o.compute_wait = sl_cuda_op_compute_wait;
     o.compute_record = sl_cuda_op_compute_record;
     o.event_done = sl_cuda_op_event_done;
+    o.expert_group = sl_cuda_expert_group;
     return o;
 }
 static const sl_backend_ops cuda_ops = make_ops();

@@ -308,6 +308,10 @@ void sl_cuda_blas_close(sl_cuda_blas *bl);
 void sl_cuda_blas_gemm_bf16(sl_cuda_ctx *c, int m, int n, int k, const void *w, int ldw,
                             const void *x, int ldx, float *out, int ldo, float beta);
 
+// model.h's expert_group (kernels_expert_group.cu).
+void sl_cuda_expert_group(sl_backend *b, float *out, const float *x, const int32_t *rows,
+                          const float *row_w, const sl_expert_group *g, float *scratch);
+
 // At backend creation, after c->device, c->sm_count and c->gemv_count are set: reads
 // SL_CUDA_GEMV, zeroes the counters, raises the GEMV kernels' shared-memory limit.
 cudaError_t sl_cuda_gemv_init(sl_cuda_ctx *c);

@@ -33,425 +33,21 @@
 // fp8 0.64/0.62, q8 0.60/0.73, q4 0.39/0.49; 8 tokens: 0.12 (q4) .. 0.72 (f32), 2x the GEMM.
 // What is left is a fixed ~2-3 us per launch (a new grid, the first loads' latency, the block
 // sums), a large share of a 7-15 MB matrix: bench/results/gemv-h100-2026-11-24.md.
-#include "cuda/internal.cuh"
+#include "cuda/gemv.cuh"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-enum {
-    GEMV_MAX_T = 16,                 // tokens one call serves
-    GEMV_R = 4,                      // rows per warp
-    GEMV_WARPS = 8,                  // warps per block
-    GEMV_THREADS = 32 * GEMV_WARPS,
-    GEMV_ROWS = GEMV_R * GEMV_WARPS, // rows per block: 32 divides 128, so a block's rows share
-                                     // their fp8 scale row
-    GEMV_SMEM = 96 * 1024,           // x slice per block, bytes (two blocks per SM)
-};
-
-template <int FMT> struct gemv_chunk;
-template <> struct gemv_chunk<SL_WF_F32> { static constexpr int cols = 4; };
-template <> struct gemv_chunk<SL_WF_BF16> { static constexpr int cols = 8; };
-template <> struct gemv_chunk<SL_WF_FP8> { static constexpr int cols = 16; };
-template <> struct gemv_chunk<SL_WF_Q8> { static constexpr int cols = 16; };
-template <> struct gemv_chunk<SL_WF_Q4> { static constexpr int cols = 32; };
-
-static int chunk_cols(int fmt)
-{
-    switch (fmt) {
-    case SL_WF_F32: return 4;
-    case SL_WF_BF16: return 8;
-    case SL_WF_FP8:
-    case SL_WF_Q8: return 16;
-    default: return 32;
-    }
-}
-
-__device__ __forceinline__ uint32_t word_of(const uint4 &v, int i)
-{
-    return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
-}
-
-// Columns 4g .. 4g+3 of a raw chunk, decoded without the scale.
-template <int FMT>
-__device__ __forceinline__ void decode4(const uint4 &raw, int g, float v[4])
-{
-    if (FMT == SL_WF_F32) {
-        v[0] = __uint_as_float(raw.x);
-        v[1] = __uint_as_float(raw.y);
-        v[2] = __uint_as_float(raw.z);
-        v[3] = __uint_as_float(raw.w);
-    } else if (FMT == SL_WF_BF16) {
-        uint32_t a = word_of(raw, 2 * g), b = word_of(raw, 2 * g + 1);
-        v[0] = __uint_as_float(a << 16);
-        v[1] = __uint_as_float(a & 0xffff0000u);
-        v[2] = __uint_as_float(b << 16);
-        v[3] = __uint_as_float(b & 0xffff0000u);
-    } else if (FMT == SL_WF_FP8) {
-        uint32_t a = word_of(raw, g);
-        float2 lo = sl_fp8x2f(a), hi = sl_fp8x2f(a >> 16);
-        v[0] = lo.x, v[1] = lo.y, v[2] = hi.x, v[3] = hi.y;
-    } else if (FMT == SL_WF_Q8) {
-        uint32_t a = word_of(raw, g) ^ 0x80808080u;
-#pragma unroll
-        for (int k = 0; k < 4; k++)
-            v[k] = sl_i8f(a, k);
-    } else { // Q4: bytes 2g, 2g+1 of the chunk, low nibble first (see q4_prescale)
-        uint32_t h = (g & 1) ? word_of(raw, g / 2) >> 16 : word_of(raw, g / 2);
-        v[0] = __uint_as_float(0x4b000000u | (h & 0x000fu)) - 8388616.0f;  // (n0 - 8)
-        v[1] = __uint_as_float(0x4b000000u | (h & 0x00f0u)) - 8388736.0f;  // (n1 - 8) * 16
-        v[2] = __uint_as_float(0x4b000000u | (h & 0x0f00u)) - 8390656.0f;  // (n2 - 8) * 256
-        v[3] = __uint_as_float(0x4b000000u | (h & 0xf000u)) - 8421376.0f;  // (n3 - 8) * 4096
-    }
-}
-
-// Q4 decodes the four nibbles of two bytes where they lie, each left multiplied by 16^k (one
-// mask-or and one exact subtraction per weight, no shifts); the matching x values are divided by
-// 16^k when x is staged, so every product (n - 8) * x is the same fp32 number as unscaled.
-__device__ __forceinline__ float4 q4_prescale(float4 x)
-{
-    x.y *= 0.0625f;
-    x.z *= 0.00390625f;
-    x.w *= 0.000244140625f;
-    return x;
-}
-
-// ---- programmatic dependent launch (no-ops before sm_90 and in launches without it) -----------
-
-// Wait until the previous kernel on the stream has finished and its writes are visible.
-__device__ __forceinline__ void gemv_wait_previous()
-{
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("griddepcontrol.wait;" ::: "memory");
-#endif
-}
-
-// Let the next kernel on the stream start its blocks (they wait for this one before reading).
-__device__ __forceinline__ void gemv_allow_next()
-{
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
-}
-
-__device__ __forceinline__ void prefetch_l2(const void *p)
-{
-    asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
-}
-
-// ---- the fast kernel ---------------------------------------------------------------------------
-
-struct gemv_args {
-    float *out;          // (n, rows)
-    const float *x;      // (n, cols)
-    sl_wdev w;
-    int n;               // tokens; the kernel's NT >= n, the others are computed on zeros
-    long long row0;      // first row of this launch (a multiple of 128)
-    int cps;             // chunks per split (the last split may have fewer)
-    int chp;             // shared-memory stride between column offsets: cps, made odd
-    int pf_row;          // bytes of each row's slice to prefetch into L2 before the wait
-    float *part;         // split partial sums [split][NT][part_rows] (gridDim.y > 1)
-    long long part_rows; // rows of this launch
-    unsigned *count;     // one arrival counter per row tile (gridDim.y > 1)
-};
-
-// Ask L2 for pf_row bytes of each of this warp's rows from chunk c0 on (and their scales); a
-// hint issued before the dependency wait, so it overlaps the previous kernel's end.
-template <int FMT>
-__device__ __forceinline__ void gemv_prefetch(const gemv_args &a, long long rt0, long long c0,
-                                              int nch, int warp, int lane)
-{
-    constexpr int C = gemv_chunk<FMT>::cols;
-    const int bytes = min(nch * 16, a.pf_row);
-    if (bytes <= 0)
-        return;
-#pragma unroll
-    for (int i = 0; i < GEMV_R; i++) {
-        const long long row = rt0 + warp * GEMV_R + i;
-        if (row >= a.w.rows)
-            break;
-        const uintptr_t p = (uintptr_t)(a.w.data + row * a.w.rb + c0 * 16);
-        for (uintptr_t q = (p & ~(uintptr_t)127) + 128 * lane; q < p + bytes; q += 32 * 128)
-            prefetch_l2((const void *)q);
-        if ((FMT == SL_WF_Q8 || FMT == SL_WF_Q4) && lane == 0) {
-            const uint8_t *s = a.w.scales + 2 * (row * a.w.ng + c0 * C / 32);
-            prefetch_l2(s);
-            prefetch_l2(s + 2 * (nch * C / 32) - 1);
-        }
-    }
-}
-
-// Copy the block's slice of x (all NT tokens) to shared memory: float4 g of chunk ch of token t
-// at xs[(t * C/4 + g) * chp + ch]. fp8: times the block scale of the block's rows; q4: prescaled.
-template <int FMT, int NT>
-__device__ __forceinline__ void gemv_stage_x(float4 *xs, const gemv_args &a, long long rt0,
-                                             long long c0, int nch)
-{
-    constexpr int C = gemv_chunk<FMT>::cols, C4 = C / 4;
-    const int n4 = nch * C4;
-    const long long col0 = c0 * C;
-    const float *fp8_scales = (const float *)a.w.scales + (rt0 / 128) * a.w.ncb;
-#pragma unroll
-    for (int t = 0; t < NT; t++) {
-        const float4 *src = (const float4 *)(a.x + (long long)t * a.w.cols + col0);
-        for (int j = threadIdx.x; j < n4; j += GEMV_THREADS) {
-            float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-            if (t < a.n)
-                v = __ldcg(src + j); // L2: the previous kernel may have just written it
-            if (FMT == SL_WF_FP8) {
-                float s = __ldg(fp8_scales + (col0 + 4 * j) / 128);
-                v.x *= s, v.y *= s, v.z *= s, v.w *= s;
-            }
-            if (FMT == SL_WF_Q4)
-                v = q4_prescale(v);
-            int ch = j / C4, g = j % C4;
-            xs[(t * C4 + g) * a.chp + ch] = v;
-        }
-    }
-}
-
-// One chunk (16 bytes of each of the warp's 4 rows) times all NT tokens, into acc.
-template <int FMT, int NT>
-__device__ __forceinline__ void gemv_chunk_dot(float (&acc)[NT][GEMV_R],
-                                               const uint4 (&raw)[GEMV_R],
-                                               const float (&sc)[GEMV_R], const float4 *xs,
-                                               int chp)
-{
-    constexpr int C4 = gemv_chunk<FMT>::cols / 4;
-    constexpr bool ROW_SCALED = FMT == SL_WF_Q8 || FMT == SL_WF_Q4;
-    constexpr bool EACH = ROW_SCALED && NT > 4; // scale each weight: no second set of sums
-    constexpr bool PART = ROW_SCALED && !EACH;  // sum the chunk, then scale it once
-    float part[NT][GEMV_R];
-#pragma unroll
-    for (int t = 0; t < NT; t++)
-#pragma unroll
-        for (int i = 0; i < GEMV_R; i++)
-            part[t][i] = PART ? 0.0f : acc[t][i];
-#pragma unroll
-    for (int g = 0; g < C4; g++) {
-        float v[GEMV_R][4];
-#pragma unroll
-        for (int i = 0; i < GEMV_R; i++) {
-            decode4<FMT>(raw[i], g, v[i]);
-            if (EACH)
-#pragma unroll
-                for (int k = 0; k < 4; k++)
-                    v[i][k] *= sc[i];
-        }
-#pragma unroll
-        for (int t = 0; t < NT; t++) {
-            const float4 xv = xs[(t * C4 + g) * chp];
-#pragma unroll
-            for (int i = 0; i < GEMV_R; i++) {
-                float s = part[t][i];
-                s = fmaf(v[i][0], xv.x, s);
-                s = fmaf(v[i][1], xv.y, s);
-                s = fmaf(v[i][2], xv.z, s);
-                s = fmaf(v[i][3], xv.w, s);
-                part[t][i] = s;
-            }
-        }
-    }
-#pragma unroll
-    for (int t = 0; t < NT; t++)
-#pragma unroll
-        for (int i = 0; i < GEMV_R; i++)
-            acc[t][i] = PART ? fmaf(part[t][i], sc[i], acc[t][i]) : part[t][i];
-}
-
-// Chunk ch of the warp's rows (16 bytes each; read-only weights, not the previous kernel's
-// output, so they may be read before its end) and its q8/q4 row scales.
-template <int FMT>
-__device__ __forceinline__ void gemv_load(uint4 (&raw)[GEMV_R], float (&sc)[GEMV_R],
-                                          const uint8_t *const (&wrow)[GEMV_R],
-                                          const unsigned short *const (&srow)[GEMV_R], int ch)
-{
-#pragma unroll
-    for (int i = 0; i < GEMV_R; i++) {
-        raw[i] = __ldcs((const uint4 *)wrow[i] + ch);
-        if (FMT == SL_WF_Q8)
-            sc[i] = sl_f16f(__ldcs(srow[i] + ch / 2)); // c0 is even: splits are whole sweeps
-        else if (FMT == SL_WF_Q4)
-            sc[i] = sl_f16f(__ldcs(srow[i] + ch));
-        else
-            sc[i] = 1.0f;
-    }
-}
-
-// One step of the recursive halving below: lanes with bit M set keep the upper half of b[0..H*2)
-// and add their partner's copy of it, the others the lower half.
-template <int M, int VP>
-__device__ __forceinline__ void gemv_halve(float (&b)[VP], int lane)
-{
-    constexpr int H = VP * M / 32;
-    const bool up = lane & M;
-#pragma unroll
-    for (int k = 0; k < H; k++) {
-        float keep = up ? b[k + H] : b[k], send = up ? b[k] : b[k + H];
-        b[k] = keep + __shfl_xor_sync(0xffffffffu, send, M);
-    }
-    if constexpr (M > 1)
-        gemv_halve<M / 2, VP>(b, lane);
-}
-
-// The warp sum of each of v[0..V): lane l gets sums l * VP/32 .. l * VP/32 + VP/32 - 1 in b,
-// VP = V rounded up to a power of two >= 32 (recursive halving: ~V shuffles, not 5 V).
-template <int V, int VP>
-__device__ __forceinline__ void gemv_warp_reduce(const float (&v)[V], float (&b)[VP], int lane)
-{
-#pragma unroll
-    for (int k = 0; k < VP; k++)
-        b[k] = k < V ? v[k] : 0.0f;
-    gemv_halve<16, VP>(b, lane);
-}
-
-// Write the warp's sums (token t, row rw + i): to out, or to the workspace when split.
-template <int NT>
-__device__ __forceinline__ void gemv_store(const float (&acc)[NT][GEMV_R], const gemv_args &a,
-                                           long long rw, int lane)
-{
-    constexpr int V = NT * GEMV_R;
-    float v[V];
-#pragma unroll
-    for (int t = 0; t < NT; t++)
-#pragma unroll
-        for (int i = 0; i < GEMV_R; i++)
-            v[t * GEMV_R + i] = acc[t][i];
-    auto put = [&](int e, float s) {
-        int t = e / GEMV_R, i = e % GEMV_R;
-        long long row = rw + i;
-        if (t >= a.n || row >= a.w.rows)
-            return;
-        if (gridDim.y == 1)
-            a.out[(long long)t * a.w.rows + row] = s;
-        else
-            a.part[((long long)blockIdx.y * NT + t) * a.part_rows + (row - a.row0)] = s;
-    };
-    if constexpr (V <= 8) { // few sums: a full butterfly each, lane e writes sum e
-#pragma unroll
-        for (int e = 0; e < V; e++) {
-            float s = sl_warp_sum(v[e]);
-            if (lane == e)
-                put(e, s);
-        }
-    } else {
-        constexpr int VP = V <= 32 ? 32 : V <= 64 ? 64 : 128;
-        float b[VP];
-        gemv_warp_reduce<V, VP>(v, b, lane);
-#pragma unroll
-        for (int j = 0; j < VP / 32; j++)
-            if (lane * (VP / 32) + j < V)
-                put(lane * (VP / 32) + j, b[j]);
-    }
-}
-
-// Split blocks: the last of a row tile's gridDim.y blocks to arrive adds the partial sums in
-// split order (the threadfence-reduction pattern) and leaves the counter at 0 for the next use.
-__device__ __forceinline__ void gemv_split_finish(const gemv_args &a, int nt, long long rt0)
-{
-    __shared__ bool last;
-    __threadfence(); // this thread's partial sums, before the block's arrival is counted
-    __syncthreads();
-    if (threadIdx.x == 0)
-        last = atomicInc(a.count + blockIdx.x, gridDim.y - 1) == gridDim.y - 1;
-    __syncthreads();
-    if (!last)
-        return;
-    __threadfence();
-    for (int e = threadIdx.x; e < a.n * GEMV_ROWS; e += GEMV_THREADS) {
-        int t = e / GEMV_ROWS;
-        long long row = rt0 + e % GEMV_ROWS;
-        if (row >= a.w.rows)
-            continue;
-        const float *p = a.part + (long long)t * a.part_rows + (row - a.row0);
-        float s = 0.0f;
-        for (unsigned sp = 0; sp < gridDim.y; sp++)
-            s += __ldcg(p + (long long)sp * nt * a.part_rows);
-        a.out[(long long)t * a.w.rows + row] = s;
-    }
-}
+// ---- kernels (bodies in gemv.cuh) -------------------------------------------------------------
 
 template <int FMT, int NT>
 __global__ void __launch_bounds__(GEMV_THREADS) gemv_fast_kernel(gemv_args a)
 {
-    constexpr int C = gemv_chunk<FMT>::cols;
-    extern __shared__ float4 xs[];
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const long long c0 = (long long)blockIdx.y * a.cps; // first chunk of the block's split
-    const int nch = (int)min((long long)a.cps, a.w.cols / C - c0);
-    const long long rt0 = a.row0 + (long long)blockIdx.x * GEMV_ROWS;
-
-    // rows past the end re-read the last row; their sums are not written
-    const long long rw = rt0 + warp * GEMV_R;
-    const uint8_t *wrow[GEMV_R];
-    const unsigned short *srow[GEMV_R];
-#pragma unroll
-    for (int i = 0; i < GEMV_R; i++) {
-        long long row = rw + i < a.w.rows ? rw + i : a.w.rows - 1;
-        wrow[i] = a.w.data + row * a.w.rb + c0 * 16;
-        srow[i] = (const unsigned short *)a.w.scales + row * a.w.ng + c0 * C / 32;
-    }
-    // the first step's weights fly while the previous kernel ends and x is staged
-    uint4 raw[GEMV_R];
-    float sc[GEMV_R];
-    if (lane < nch)
-        gemv_load<FMT>(raw, sc, wrow, srow, lane);
-    gemv_prefetch<FMT>(a, rt0, c0 + 32, nch - 32, warp, lane);
-    gemv_wait_previous();
-    gemv_allow_next();
-    gemv_stage_x<FMT, NT>(xs, a, rt0, c0, nch);
-    __syncthreads();
-
-    float acc[NT][GEMV_R];
-#pragma unroll
-    for (int t = 0; t < NT; t++)
-#pragma unroll
-        for (int i = 0; i < GEMV_R; i++)
-            acc[t][i] = 0.0f;
-    for (int ch = lane; ch < nch; ch += 32) {
-        uint4 nraw[GEMV_R];
-        float nsc[GEMV_R];
-        const bool more = ch + 32 < nch;
-        if (more) // the next step's loads fly while this one decodes
-            gemv_load<FMT>(nraw, nsc, wrow, srow, ch + 32);
-        gemv_chunk_dot<FMT, NT>(acc, raw, sc, xs + ch, a.chp);
-        if (more)
-#pragma unroll
-            for (int i = 0; i < GEMV_R; i++)
-                raw[i] = nraw[i], sc[i] = nsc[i];
-    }
-    gemv_store<NT>(acc, a, rw, lane);
-    if (gridDim.y > 1)
-        gemv_split_finish(a, NT, rt0);
+    gemv_fast_body<FMT, NT>(a, blockIdx.x);
 }
 
-// ---- the generic kernel: any shape and alignment, 4 rows a block, threads along the row ------
-
-template <int NT>
-__device__ __forceinline__ void gemv_generic_finish(float (&acc)[NT][4], float *out, int n,
-                                                    long long rows, long long r0)
-{
-    __shared__ float red[GEMV_WARPS][NT * 4];
-    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
-#pragma unroll
-    for (int t = 0; t < NT; t++)
-#pragma unroll
-        for (int r = 0; r < 4; r++) {
-            float v = sl_warp_sum(acc[t][r]);
-            if (lane == 0)
-                red[warp][t * 4 + r] = v;
-        }
-    __syncthreads();
-    for (int e = threadIdx.x; e < NT * 4; e += blockDim.x) { // a block may have 32 threads
-        int t = e / 4, r = e % 4;
-        float s = 0.0f;
-        for (int k = 0; k < nw; k++)
-            s += red[k][e];
-        if (t < n && r0 + r < rows)
-            out[(long long)t * rows + r0 + r] = s;
-    }
-}
-
+// Generic kernel: any shape and alignment, 4 rows a block, threads along the row.
 template <int FMT, int NT>
 __global__ void __launch_bounds__(GEMV_THREADS) gemv_generic_kernel(float *out, const float *x,
                                                                     sl_wdev w, int n)
@@ -480,104 +76,15 @@ __global__ void __launch_bounds__(GEMV_THREADS) gemv_generic_kernel(float *out, 
     gemv_generic_finish<NT>(acc, out, n, w.rows, r0);
 }
 
-// ---- one token, 4 rows a block (f32, bf16, fp8) ------------------------------------------------
-// The scale that applies to chunk ch of row `row` (1 for unscaled formats).
-template <int FMT>
-__device__ __forceinline__ float chunk_scale(const sl_wdev &w, long long row, long long ch)
-{
-    constexpr int C = gemv_chunk<FMT>::cols;
-    if (FMT == SL_WF_FP8)
-        return __ldg((const float *)w.scales + (row / 128) * w.ncb + (ch * C) / 128);
-    if (FMT == SL_WF_Q8 || FMT == SL_WF_Q4)
-        return sl_f16f(__ldg((const unsigned short *)w.scales + row * w.ng + (ch * C) / 32));
-    return 1.0f;
-}
-
-// Each thread walks the 16-byte chunks t, t + blockDim, ... of the block's 4 rows, two chunks a
-// row in flight (8 loads); x comes straight from L1 (4 rows share each load), the block sums its
-// threads' dots at the end. Many small blocks (2048 rows: 512) start loading at once and finish
-// close together, which is what a 7-30 MB matrix needs at one token. With more tokens the x
-// loads (shared by 4 rows only) dominate, and q8/q4's scales and wide chunks make them too
-// scattered even at one token (measured: q8 0.49 here, 0.60-0.73 split), so those take the
-// split kernel above.
+// Rows kernel (f32, bf16, fp8 at one token): gemv.cuh's gemv_rows_body, 4 rows a block.
 template <int FMT>
 __global__ void __launch_bounds__(GEMV_THREADS)
 gemv_rows_kernel(float *out, const float *x, sl_wdev w)
 {
-    constexpr int C = gemv_chunk<FMT>::cols, U = 2;
-    constexpr bool SCALED = FMT == SL_WF_FP8 || FMT == SL_WF_Q8; // (q8 works, but is slower here)
-    const long long nchunk = w.cols / C, r0 = (long long)blockIdx.x * 4;
-    long long rowof[4];
-#pragma unroll
-    for (int r = 0; r < 4; r++) // rows past the end re-read the last row; not written
-        rowof[r] = r0 + r < w.rows ? r0 + r : w.rows - 1;
-    uint4 raw[U][4];
-    float sc[U][4];
-    auto load = [&](long long ch0) {
-#pragma unroll
-        for (int u = 0; u < U; u++) {
-            const long long ch = ch0 + (long long)u * blockDim.x;
-            const bool ok = ch < nchunk;
-#pragma unroll
-            for (int r = 0; r < 4; r++) {
-                const uint4 *p = (const uint4 *)(w.data + rowof[r] * w.rb) + ch;
-                raw[u][r] = ok ? __ldg(p) : make_uint4(0, 0, 0, 0);
-                sc[u][r] = ok ? chunk_scale<FMT>(w, rowof[r], ch) : 0.0f;
-            }
-        }
-    };
-    float acc[1][4] = {{0.0f, 0.0f, 0.0f, 0.0f}};
-    long long ch0 = threadIdx.x;
-    load(ch0); // weights before the previous kernel has finished: they are not its output
-    gemv_wait_previous();
-    gemv_allow_next();
-    for (; ch0 < nchunk; ch0 += U * blockDim.x) {
-#pragma unroll
-        for (int u = 0; u < U; u++) {
-            const long long ch = ch0 + (long long)u * blockDim.x;
-            if (ch >= nchunk)
-                break;
-            float part[4];
-#pragma unroll
-            for (int r = 0; r < 4; r++)
-                part[r] = SCALED ? 0.0f : acc[0][r];
-#pragma unroll
-            for (int g = 0; g < C / 4; g++) {
-                // a coherent load (not the read-only path): the previous kernel wrote x while
-                // this one was already running
-                const float4 xv = __ldca((const float4 *)(x + ch * C) + g);
-#pragma unroll
-                for (int r = 0; r < 4; r++) {
-                    float v[4];
-                    decode4<FMT>(raw[u][r], g, v);
-                    float a = part[r];
-                    a = fmaf(v[0], xv.x, a);
-                    a = fmaf(v[1], xv.y, a);
-                    a = fmaf(v[2], xv.z, a);
-                    a = fmaf(v[3], xv.w, a);
-                    part[r] = a;
-                }
-            }
-#pragma unroll
-            for (int r = 0; r < 4; r++)
-                acc[0][r] = SCALED ? fmaf(part[r], sc[u][r], acc[0][r]) : part[r];
-        }
-        if (ch0 + U * blockDim.x < nchunk)
-            load(ch0 + U * blockDim.x);
-    }
-    gemv_generic_finish<1>(acc, out, 1, w.rows, r0);
+    gemv_rows_body<FMT>(out, x, NULL, w, (long long)blockIdx.x * 4);
 }
 
 // ---- host side ---------------------------------------------------------------------------------
-
-// The fast paths need whole, 16-byte aligned chunks in every row, an aligned scale plane and
-// 16-byte aligned token rows.
-static bool gemv_fast_ok(const sl_wdev &w, const float *x)
-{
-    int cc = chunk_cols(w.fmt);
-    return w.cols % cc == 0 && ((uintptr_t)w.data & 15) == 0 && ((uintptr_t)x & 15) == 0 &&
-           w.rb % 16 == 0;
-}
 
 template <int FMT, int NT>
 static void gemv_generic_launch(sl_cuda_ctx *c, float *out, const float *x, const sl_wdev &w, int n)
@@ -586,25 +93,6 @@ static void gemv_generic_launch(sl_cuda_ctx *c, float *out, const float *x, cons
     threads = threads > GEMV_THREADS ? GEMV_THREADS : threads;
     unsigned blocks = (unsigned)((w.rows + 3) / 4);
     gemv_generic_kernel<FMT, NT><<<blocks, threads, 0, c->compute>>>(out, x, w, n);
-}
-
-// With programmatic dependent launch where the device has it (c->gemv.pdl).
-template <class... Args>
-static void gemv_launch_ex(sl_cuda_ctx *c, void (*kernel)(Args...), dim3 grid, dim3 block,
-                           size_t smem, Args... args)
-{
-    cudaLaunchAttribute attr;
-    attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr.val.programmaticStreamSerializationAllowed = 1;
-    cudaLaunchConfig_t cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.gridDim = grid;
-    cfg.blockDim = block;
-    cfg.dynamicSmemBytes = smem;
-    cfg.stream = c->compute;
-    cfg.attrs = &attr;
-    cfg.numAttrs = c->gemv.pdl ? 1 : 0;
-    CUDA_CHECK(c, cudaLaunchKernelEx(&cfg, kernel, args...));
 }
 
 // One token, 4 rows a block: threads enough that each walks about 4 chunks of its rows, so that
@@ -619,23 +107,14 @@ static void gemv_rows_launch(sl_cuda_ctx *c, float *out, const float *x, const s
                    out, x, w);
 }
 
-// Split the columns into slices of whole sweeps (32 chunks: one per lane) so that about `fill`
-// blocks per SM run, within the shared memory for x; rows go in launches of at most as many row
-// tiles as there are counters and workspace for.
+// Columns cut as gemv_split_cps says; rows go in launches of at most as many row tiles as there
+// are counters and workspace for.
 template <int FMT, int NT>
 static void gemv_fast_launch(sl_cuda_ctx *c, float *out, const float *x, const sl_wdev &w, int n)
 {
     constexpr int C = gemv_chunk<FMT>::cols;
-    const long long nchunk = w.cols / C, sweeps = (nchunk + 31) / 32;
-    const long long tiles = (w.rows + GEMV_ROWS - 1) / GEMV_ROWS;
-    long long want = (long long)((double)c->gemv.fill * c->sm_count / tiles + 0.5);
-    want = want < 1 ? 1 : want > sweeps ? sweeps : want;
-    long long cps = (sweeps + want - 1) / want * 32;
-    const long long cps_max = GEMV_SMEM / (16 * C / 4 * NT) - 1; // room for chp = cps | 1
-    if (cps > cps_max)
-        cps = cps_max >= 32 ? cps_max / 32 * 32 : cps_max;
-    if (cps > nchunk)
-        cps = nchunk;
+    const long long nchunk = w.cols / C;
+    const long long cps = gemv_split_cps(c, C, NT, nchunk, (w.rows + GEMV_ROWS - 1) / GEMV_ROWS);
     const long long nsplit = (nchunk + cps - 1) / cps;
 
     gemv_args a;
@@ -669,24 +148,6 @@ static void gemv_fast_launch(sl_cuda_ctx *c, float *out, const float *x, const s
         gemv_launch_ex(c, gemv_fast_kernel<FMT, NT>, grid, dim3(GEMV_THREADS), smem, a);
     }
 }
-
-// Run `body` with NT bound to the token count n (1..16) as a compile-time constant.
-#define GEMV_NT_DISPATCH(n, ...)                                                                   \
-    switch (n) {                                                                                   \
-    case 1: { constexpr int NT = 1; __VA_ARGS__; } break;                                          \
-    case 2: { constexpr int NT = 2; __VA_ARGS__; } break;                                          \
-    case 3: { constexpr int NT = 3; __VA_ARGS__; } break;                                          \
-    case 4: { constexpr int NT = 4; __VA_ARGS__; } break;                                          \
-    case 5: { constexpr int NT = 5; __VA_ARGS__; } break;                                          \
-    case 6: { constexpr int NT = 6; __VA_ARGS__; } break;                                          \
-    case 7: { constexpr int NT = 7; __VA_ARGS__; } break;                                          \
-    case 8: { constexpr int NT = 8; __VA_ARGS__; } break;                                          \
-    case 9:                                                                                        \
-    case 10: { constexpr int NT = 10; __VA_ARGS__; } break;                                        \
-    case 11:                                                                                       \
-    case 12: { constexpr int NT = 12; __VA_ARGS__; } break;                                        \
-    default: { constexpr int NT = 16; __VA_ARGS__; } break;                                        \
-    }
 
 void sl_cuda_gemv(sl_cuda_ctx *c, float *out, const float *x, const sl_weight *wt, int n)
 {
@@ -770,6 +231,8 @@ cudaError_t sl_cuda_gemv_init(sl_cuda_ctx *c)
     err = cudaMemsetAsync(c->gemv_count, 0, SL_CUDA_GEMV_COUNTERS * sizeof(unsigned), c->compute);
     for (int fmt = 0; fmt < SL_WF_COUNT && err == cudaSuccess; fmt++)
         SL_CUDA_FMT_DISPATCH(fmt, err = gemv_allow_smem<FMT>());
+    if (err == cudaSuccess)
+        err = sl_cuda_expert_group_init();
     return err;
 }
 

@@ -90,9 +90,56 @@ static int hint_next_layer(sl_model *m, int layer, int T, sl_error *e)
     return 0;
 }
 
+/* One routed expert over its tokens: gather their rows, SwiGLU, add back weighted. */
+static void expert_one(sl_model *m, int x, const sl_expert_weights *w)
+{
+    const sl_backend_ops *op = m->b->ops;
+    sl_run_state *s = &m->s;
+    int H = m->cfg.hidden_size, cnt = s->h_exp_count[x], at = s->h_exp_start[x];
+    op->gather_rows(m->b, s->exp_x, s->xn, s->exp_rows + at, cnt, H);
+    swiglu(m, s->exp_x, s->exp_x, &w->gate, &w->up, &w->down, cnt);
+    op->scatter_add_rows(m->b, s->out, s->exp_x, s->exp_rows + at, s->exp_rows_w + at, cnt, H);
+}
+
+static void group_flush(sl_model *m, sl_expert_group *g)
+{
+    sl_run_state *s = &m->s;
+    if (g->n > 0)
+        m->b->ops->expert_group(m->b, s->out, s->xn, s->exp_rows, s->exp_rows_w, g, s->exp_group);
+    g->n = 0;
+}
+
+/* Experts handed out together, in that order: as backend expert groups of at most
+ * SL_EXPERT_GROUP_MAX experts and m->group_rows token rows (the scratch), an expert with more
+ * rows than that on its own. */
+static void experts_run(sl_model *m, const int *xs, const sl_expert_weights *const *ws, int n)
+{
+    sl_run_state *s = &m->s;
+    sl_expert_group g;
+    int rows = 0;
+    g.n = 0;
+    for (int i = 0; i < n; i++) {
+        int x = xs[i], cnt = s->h_exp_count[x];
+        if (g.n == SL_EXPERT_GROUP_MAX || rows + cnt > m->group_rows) {
+            group_flush(m, &g);
+            rows = 0;
+        }
+        if (cnt > m->group_rows) {
+            expert_one(m, x, ws[i]);
+            continue;
+        }
+        g.w[g.n] = ws[i];
+        g.start[g.n] = s->h_exp_start[x];
+        g.count[g.n++] = cnt;
+        rows += cnt;
+    }
+    group_flush(m, &g);
+}
+
 /* DeepSeekMoE: shared expert on every token plus top_k routed experts per token, each expert
- * run once over all the tokens routed to it, in the order the provider has them ready.
- * s->xn: (T, H) -> s->out: (T, H). */
+ * run once over all the tokens routed to it, in the order the provider has them ready: all
+ * that are ready at once as one backend expert group where the backend and the provider allow,
+ * else one at a time. s->xn: (T, H) -> s->out: (T, H). */
 static int moe(sl_model *m, const sl_layer_weights *l, int layer, int T, sl_error *e)
 {
     const sl_config *c = &m->cfg;
@@ -143,6 +190,19 @@ static int moe(sl_model *m, const sl_layer_weights *l, int layer, int T, sl_erro
         return rc;
     if ((rc = hint_next_layer(m, layer, T, e)))
         return rc;
+    if (op->expert_group && s->exp_group && m->wp->experts_ready) {
+        for (;;) {
+            int n;
+            if ((rc = m->wp->experts_ready(m->wp, layer, n_used, m->h_ready, m->h_ready_w, &n, e)))
+                return rc;
+            if (n == 0)
+                break;
+            experts_run(m, m->h_ready, m->h_ready_w, n);
+            for (int i = 0; i < n; i++)
+                m->wp->expert_done(m->wp, layer, m->h_ready[i]);
+        }
+        return 0;
+    }
     for (;;) {
         int x;
         const sl_expert_weights *w;
@@ -150,10 +210,7 @@ static int moe(sl_model *m, const sl_layer_weights *l, int layer, int T, sl_erro
             return rc;
         if (x < 0)
             break;
-        int cnt = s->h_exp_count[x], at = s->h_exp_start[x];
-        op->gather_rows(b, s->exp_x, s->xn, s->exp_rows + at, cnt, H);
-        swiglu(m, s->exp_x, s->exp_x, &w->gate, &w->up, &w->down, cnt);
-        op->scatter_add_rows(b, s->out, s->exp_x, s->exp_rows + at, s->exp_rows_w + at, cnt, H);
+        expert_one(m, x, w);
         m->wp->expert_done(m->wp, layer, x);
     }
     return 0;

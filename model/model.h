@@ -31,6 +31,33 @@ typedef struct sl_weight {
 typedef struct sl_backend sl_backend;
 typedef struct sl_event sl_event; /* a point in a backend's queue of work (optional ops) */
 
+/* One routed expert's weights (its SwiGLU). */
+typedef struct sl_expert_weights {
+    sl_weight gate, up, down;   /* (moe_inter, hidden) x2, (hidden, moe_inter) */
+} sl_expert_weights;
+
+/* Routed experts of one layer computed in one expert_group call (see the op). Expert i runs on
+ * token rows rows[start[i] .. start[i] + count[i]) of the op's rows/row_w arrays. */
+enum { SL_EXPERT_GROUP_MAX = 32 }; /* experts in one call: a GPU passes the group as launch arguments */
+typedef struct sl_expert_group {
+    int n;                                           /* experts, 1 .. SL_EXPERT_GROUP_MAX */
+    const sl_expert_weights *w[SL_EXPERT_GROUP_MAX]; /* weights in backend memory */
+    int start[SL_EXPERT_GROUP_MAX];                  /* first entry in rows / row_w */
+    int count[SL_EXPERT_GROUP_MAX];                  /* token rows, >= 1 */
+} sl_expert_group;
+
+/* Floats of scratch expert_group needs: with R = the group's summed counts, (R, moe_inter) for
+ * gate, the same for up, (R, hidden) for the gathered inputs and down's outputs. */
+static inline size_t sl_expert_group_scratch_floats(const sl_expert_group *g)
+{
+    size_t r = 0;
+    for (int i = 0; i < g->n; i++)
+        r += (size_t)g->count[i];
+    if (g->n < 1)
+        return 0;
+    return r * (2 * (size_t)g->w[0]->gate.rows + (size_t)g->w[0]->gate.cols);
+}
+
 /* The shapes an MLA attention call needs (one layer, one sequence). */
 typedef struct sl_mla_dims {
     int n_heads, nope, rope, v, kv_lora;
@@ -113,6 +140,22 @@ typedef struct sl_backend_ops {
     /* 1 when ev completed (or was never recorded), 0 while pending, or an SL_E_* code. With
      * `block`, waits for it first. */
     int (*event_done)(sl_backend *b, sl_event *ev, bool block, sl_error *e);
+
+    /* ---- optional: several routed experts of one layer in one call ---------------------------
+     * The sum of g->n experts' SwiGLUs, each over its own token rows, added into out: for
+     * i = 0 .. g->n-1 in order, and each of expert i's rows j (start[i] <= j < start[i]+count[i]),
+     *   out[rows[j]] += row_w[j] * down_i(silu(gate_i(x[rows[j]])) * up_i(x[rows[j]])),
+     * the same sums as gather_rows, matmul gate and up, silu_mul, matmul down and
+     * scatter_add_rows per expert in that order (matrix products may round differently; the
+     * adds into each row of out happen in expert order). x, out: (T, hidden); rows, row_w: backend
+     * memory; a token appears at most once per expert. Experts of one layer share shapes; their
+     * formats may differ (a backend may then run them one by one). scratch: at least
+     * sl_expert_group_scratch_floats(g) floats, overwritten. NULL in a backend without it: the
+     * forward pass then runs the experts one at a time with the ops above. Why it exists: at a
+     * few tokens an expert matrix streams in a few microseconds, about what a kernel launch
+     * costs, so one launch per step for the whole group keeps the GPU streaming. */
+    void (*expert_group)(sl_backend *b, float *out, const float *x, const int32_t *rows,
+                         const float *row_w, const sl_expert_group *g, float *scratch);
 } sl_backend_ops;
 
 struct sl_backend {
@@ -154,10 +197,6 @@ typedef struct sl_weights {
  * loaded whole into backend memory answers at once (model/resident.c); the streaming engine
  * (stream/) answers from its VRAM slots and host cache, reading misses from disk while earlier
  * experts compute. Every call happens on the thread that runs the forward pass. */
-typedef struct sl_expert_weights {
-    sl_weight gate, up, down;   /* (moe_inter, hidden) x2, (hidden, moe_inter) */
-} sl_expert_weights;
-
 typedef struct sl_weight_provider sl_weight_provider;
 struct sl_weight_provider {
     /* Layer `layer`'s non-expert weights, ready for compute until layer_end. */
@@ -173,6 +212,13 @@ struct sl_weight_provider {
     void (*layer_end)(sl_weight_provider *p, int layer);
     /* A guess of experts a later layer will request (prefetch). May be NULL. */
     void (*experts_hint)(sl_weight_provider *p, int layer, const int32_t *experts, int n);
+    /* expert_next for several at once: up to `max` requested experts that are ready now, into
+     * experts[0..*n) and w[0..*n), blocking only until at least one is; *n = 0 when all requested
+     * ones were handed out. Each stays valid until its expert_done; call expert_done for every
+     * one handed out before the next call (a provider may need their memory for the next ones).
+     * May be NULL: callers then use expert_next. */
+    int (*experts_ready)(sl_weight_provider *p, int layer, int max, int *experts,
+                         const sl_expert_weights **w, int *n, sl_error *e);
 };
 
 /* ---- the model and its per-sequence state ------------------------------------------------ */

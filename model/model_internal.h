@@ -15,6 +15,8 @@ typedef struct sl_run_state {
     float *out;           /* (T, hidden) sub-block output before the residual add */
     float *ffn_g, *ffn_u; /* (T, widest FFN) */
     float *exp_x;         /* (T, hidden) rows gathered for one expert */
+    float *exp_group;     /* expert_group scratch for group_rows token rows: (R, moe_inter) x2 +
+                           * (R, hidden); NULL when the backend has no expert_group */
     float *router_logits; /* (T, experts) */
     int32_t *route_idx;   /* (T, top_k) */
     float *route_w;       /* (T, top_k) */
@@ -35,6 +37,7 @@ typedef struct sl_resident_provider {
     const int32_t *want;  /* experts requested for the current layer */
     int n_want, next;
     sl_expert_weights cur;
+    sl_expert_weights *all; /* (experts) what experts_ready hands out, by expert index */
 } sl_resident_provider;
 
 struct sl_model {
@@ -53,9 +56,19 @@ struct sl_model {
     int32_t *h_hint_list;         /* (experts) prefetch guess for the next layer */
     uint8_t *h_hint_mark;         /* (experts) */
     int prefetch_width;           /* experts guessed per token for the next layer */
+    int group_rows;               /* token rows one expert_group call may take (scratch) */
+    int *h_ready;                 /* (experts) experts handed out together, host */
+    const sl_expert_weights **h_ready_w; /* (experts) their weights */
+    sl_expert_weights *h_expert_w;       /* (experts) the resident provider's hand-outs */
 };
 
-void sl_resident_provider_init(sl_model *m);
+/* Token rows (summed over its experts) one expert_group call takes at most: the scratch is sized
+ * for min(max_tokens x top_k, this). 256 rows of DeepSeek-V3 experts (hidden 7168, width 2048)
+ * are 11.5 MB of fp32; a group is meant for few tokens per expert (decode), where launches, not
+ * FLOPs, cost, so larger groups would buy nothing. */
+enum { SL_EXPERT_GROUP_ROWS = 256 };
+
+void sl_resident_provider_init(sl_model *m, sl_expert_weights *all);
 
 static inline bool sl_layer_is_moe(const sl_config *c, int layer)
 {

@@ -35,15 +35,37 @@ static int res_expert_next(sl_weight_provider *p, int layer, int *expert,
     return 0;
 }
 
+/* All the remaining ones at once: resident weights are always ready. */
+static int res_experts_ready(sl_weight_provider *p, int layer, int max, int *experts,
+                             const sl_expert_weights **w, int *n, sl_error *e)
+{
+    sl_resident_provider *r = (sl_resident_provider *)p;
+    const sl_layer_weights *l = &r->m->w.layers[layer];
+    *n = 0;
+    while (r->next < r->n_want && *n < max) {
+        int x = r->want[r->next++];
+        r->all[x] = (sl_expert_weights){l->exp_gate[x], l->exp_up[x], l->exp_down[x]};
+        experts[*n] = x;
+        w[(*n)++] = &r->all[x];
+    }
+    return 0;
+}
+
 static void res_expert_done(sl_weight_provider *p, int layer, int expert) {}
 static void res_layer_end(sl_weight_provider *p, int layer) {}
 
-void sl_resident_provider_init(sl_model *m)
+void sl_resident_provider_init(sl_model *m, sl_expert_weights *all)
 {
     m->resident = (sl_resident_provider){
-        .base = {res_layer_begin, res_experts_request, res_expert_next, res_expert_done,
-                 res_layer_end, NULL},
+        .base = {.layer_begin = res_layer_begin,
+                 .experts_request = res_experts_request,
+                 .expert_next = res_expert_next,
+                 .expert_done = res_expert_done,
+                 .layer_end = res_layer_end,
+                 .experts_hint = NULL,
+                 .experts_ready = res_experts_ready},
         .m = m,
+        .all = all,
     };
     m->wp = &m->resident.base;
 }

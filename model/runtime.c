@@ -56,6 +56,11 @@ int sl_model_init_runtime(sl_model *m, int max_tokens, sl_error *e)
     ALLOC(s->ffn_g, (size_t)T * ffn);
     ALLOC(s->ffn_u, (size_t)T * ffn);
     ALLOC(s->exp_x, (size_t)T * H);
+    if (b->ops->expert_group && E > 0 && K > 0) {
+        long long rows = (long long)T * K;
+        m->group_rows = rows < SL_EXPERT_GROUP_ROWS ? (int)rows : SL_EXPERT_GROUP_ROWS;
+        ALLOC(s->exp_group, (size_t)m->group_rows * (2 * (size_t)c->moe_intermediate_size + H));
+    }
     ALLOC(s->router_logits, (size_t)T * (E > 0 ? E : 1));
     /* routing buffers also hold the prefetch guess, up to 2K candidates per token */
     int K2 = 2 * (K > 0 ? K : 1);
@@ -78,7 +83,10 @@ int sl_model_init_runtime(sl_model *m, int max_tokens, sl_error *e)
     HALLOC(m->h_hint_list, E);
     m->prefetch_width = K;
     HALLOC(m->h_hint_mark, E);
-    sl_resident_provider_init(m);
+    HALLOC(m->h_ready, E);
+    HALLOC(m->h_ready_w, E);
+    HALLOC(m->h_expert_w, E);
+    sl_resident_provider_init(m, m->h_expert_w);
     return 0;
 }
 
@@ -151,7 +159,7 @@ void sl_model_free(sl_model *m)
     BFREE(m->rope.inv_freq);
     sl_run_state *s = &m->s;
     void *dev[] = {s->x, s->xn, s->q_a, s->q, s->kv_a, s->attn, s->out, s->ffn_g, s->ffn_u,
-                   s->exp_x, s->router_logits, s->route_idx, s->route_w, s->exp_rows,
+                   s->exp_x, s->exp_group, s->router_logits, s->route_idx, s->route_w, s->exp_rows,
                    s->exp_rows_w, s->ids, s->pos, s->logits};
     for (size_t k = 0; k < sizeof dev / sizeof dev[0]; k++)
         if (dev[k])
@@ -167,6 +175,9 @@ void sl_model_free(sl_model *m)
     free(m->h_experts_used);
     free(m->h_hint_list);
     free(m->h_hint_mark);
+    free(m->h_ready);
+    free(m->h_ready_w);
+    free(m->h_expert_w);
     free(m);
 }
 

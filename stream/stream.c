@@ -316,11 +316,103 @@ static int bind_weights(sl_stream *st, t1_slot *s, int key, sl_error *e)
     return 0;
 }
 
-static int sp_expert_next(sl_weight_provider *p, int layer, int *expert, const sl_expert_weights **w,
-                          sl_error *e)
+/* Under the lock: hand out up to `max` requested experts that are ready without waiting for a
+ * worker, into experts[] / w[]. First those already in a backend slot (pinned at request); only
+ * when there are none, those in the host cache, each uploaded into a slot as long as one is
+ * unpinned. Hits go out on their own because their compute can start at once: the copies the
+ * next call queues then overlap it, where a group mixing both would wait for the last copy.
+ * Returns how many were handed out, or a negative code with the reason in e when the first
+ * upload failed (one failing after others went out returns those: the next call meets it). */
+static int hand_out(sl_stream *st, int layer, int max, int *experts, const sl_expert_weights **w,
+                    sl_error *e)
 {
-    sl_stream *st = (sl_stream *)p;
     const sl_backend_ops *op = st->b->ops;
+    int n = 0;
+    /* 1. already in a backend slot (pinned at request) */
+    for (int i = 0; i < st->n_want && n < max; i++) {
+        int key = layer * st->E + st->want[i];
+        if (!st->given[i] && st->t1_of[key] >= 0) {
+            t1_slot *s = &st->t1[st->t1_of[key]];
+            s->tick = ++st->tick;
+            st->given[i] = 1;
+            st->wanted[key] = 0;
+            st->n_given++;
+            experts[n] = st->want[i];
+            w[n++] = &s->w;
+        }
+    }
+    if (n > 0) {
+        st->t_given = sl_now();
+        return n;
+    }
+    /* 2. ready in the host cache: upload into backend slots */
+    for (int i = 0; i < st->n_want && n < max; i++) {
+        int key = layer * st->E + st->want[i];
+        int t2 = st->t2_of[key];
+        if (st->given[i] || t2 < 0 || st->t2[t2].state != T2_READY)
+            continue;
+        int t1 = take_t1(st);
+        if (t1 < 0)
+            break; /* every slot holds an expert handed out in this call (or pinned): enough */
+        t2_slot *src = &st->t2[t2];
+        t1_slot *dst = &st->t1[t1];
+        if (dst->src_t2 >= 0) { /* its last upload may still read a host slot: settle it */
+            sl_error de = {0};
+            if (op->event_done(st->b, dst->ready, true, &de) < 0 && !st->failed) {
+                st->failed = true;
+                st->err = de;
+            }
+            st->t2[dst->src_t2].users--;
+            dst->src_t2 = -1;
+        }
+        src->users++; /* until the copy has read it: at once, or when `ready` completes */
+        src->tick = ++st->tick;
+        size_t bytes = sl_sluice_chunk_at(st->file, (size_t)st->chunk_of[key])->decoded_size;
+        pthread_mutex_unlock(&st->mu);
+        double t0 = sl_now();
+        int rc;
+        sl_error ue = {0};
+        if (st->overlap) {
+            /* copy stream: after the slot's last reader, copy, mark ready; compute waits */
+            rc = op->upload_async(st->b, dst->mem, src->mem, bytes, dst->freed, dst->ready, &ue);
+            if (rc == 0)
+                rc = op->compute_wait(st->b, dst->ready, &ue);
+        } else {
+            rc = op->upload(st->b, dst->mem, src->mem, bytes);
+        }
+        sl_trace_add(st, st->overlap ? "upload (queued)" : "upload", key, 0, t0, sl_now());
+        pthread_mutex_lock(&st->mu);
+        if (st->overlap && rc == 0)
+            dst->src_t2 = t2;
+        else
+            src->users--;
+        if (rc == 0)
+            rc = bind_weights(st, dst, key, e);
+        else
+            sl_errorf(e, rc, "upload of layer %d expert %d to %s failed%s%s", layer, st->want[i],
+                      op->name, ue.msg[0] ? ": " : "", ue.msg);
+        pthread_cond_broadcast(&st->done_cv); /* a worker may wait for src to be free */
+        if (rc)
+            return n > 0 ? n : rc;
+        dst->key = key;
+        dst->refs = 1;
+        dst->tick = ++st->tick;
+        st->t1_of[key] = t1;
+        st->given[i] = 1;
+        st->wanted[key] = 0;
+        st->n_given++;
+        experts[n] = st->want[i];
+        w[n++] = &dst->w;
+    }
+    if (n > 0)
+        st->t_given = sl_now();
+    return n;
+}
+
+/* Block until hand_out gives at least one of `max` (or all were handed out: *n = 0). */
+static int next_ready(sl_stream *st, int layer, int max, int *experts, const sl_expert_weights **w,
+                      int *n, sl_error *e)
+{
     pthread_mutex_lock(&st->mu);
     for (;;) {
         if (st->failed) {
@@ -329,90 +421,17 @@ static int sp_expert_next(sl_weight_provider *p, int layer, int *expert, const s
             pthread_mutex_unlock(&st->mu);
             return st->err.code ? st->err.code : SL_E_IO;
         }
-        if (st->n_given == st->n_want) {
-            *expert = -1;
+        if (st->n_given == st->n_want || max < 1) {
+            *n = 0;
             pthread_mutex_unlock(&st->mu);
             return 0;
         }
-        /* 1. already in a backend slot (pinned at request) */
-        for (int i = 0; i < st->n_want; i++) {
-            int key = layer * st->E + st->want[i];
-            if (!st->given[i] && st->t1_of[key] >= 0) {
-                t1_slot *s = &st->t1[st->t1_of[key]];
-                s->tick = ++st->tick;
-                st->given[i] = 1;
-                st->wanted[key] = 0;
-                st->n_given++;
-                *expert = st->want[i];
-                *w = &s->w;
-                st->t_given = sl_now();
-                pthread_mutex_unlock(&st->mu);
-                return 0;
-            }
-        }
-        /* 2. ready in the host cache: upload into a backend slot */
-        for (int i = 0; i < st->n_want; i++) {
-            int key = layer * st->E + st->want[i];
-            int t2 = st->t2_of[key];
-            if (st->given[i] || t2 < 0 || st->t2[t2].state != T2_READY)
-                continue;
-            int t1 = take_t1(st);
-            if (t1 < 0)
-                break; /* cannot happen with >= 1 slot: handed-out experts are done first */
-            t2_slot *src = &st->t2[t2];
-            t1_slot *dst = &st->t1[t1];
-            if (dst->src_t2 >= 0) { /* its last upload may still read a host slot: settle it */
-                sl_error de = {0};
-                if (op->event_done(st->b, dst->ready, true, &de) < 0 && !st->failed) {
-                    st->failed = true;
-                    st->err = de;
-                }
-                st->t2[dst->src_t2].users--;
-                dst->src_t2 = -1;
-            }
-            src->users++; /* until the copy has read it: at once, or when `ready` completes */
-            src->tick = ++st->tick;
-            size_t bytes = sl_sluice_chunk_at(st->file, (size_t)st->chunk_of[key])->decoded_size;
+        int got = hand_out(st, layer, max, experts, w, e);
+        if (got != 0) {
             pthread_mutex_unlock(&st->mu);
-            double t0 = sl_now();
-            int rc;
-            sl_error ue = {0};
-            if (st->overlap) {
-                /* copy stream: after the slot's last reader, copy, mark ready; compute waits */
-                rc = op->upload_async(st->b, dst->mem, src->mem, bytes, dst->freed, dst->ready, &ue);
-                if (rc == 0)
-                    rc = op->compute_wait(st->b, dst->ready, &ue);
-            } else {
-                rc = op->upload(st->b, dst->mem, src->mem, bytes);
-            }
-            sl_trace_add(st, st->overlap ? "upload (queued)" : "upload", key, 0, t0, sl_now());
-            pthread_mutex_lock(&st->mu);
-            if (st->overlap && rc == 0)
-                dst->src_t2 = t2;
-            else
-                src->users--;
-            if (rc == 0)
-                rc = bind_weights(st, dst, key, e);
-            else
-                sl_errorf(e, rc, "upload of layer %d expert %d to %s failed%s%s", layer, st->want[i],
-                          op->name, ue.msg[0] ? ": " : "", ue.msg);
-            if (rc) {
-                pthread_cond_broadcast(&st->done_cv);
-                pthread_mutex_unlock(&st->mu);
-                return rc;
-            }
-            dst->key = key;
-            dst->refs = 1;
-            dst->tick = ++st->tick;
-            st->t1_of[key] = t1;
-            st->given[i] = 1;
-            st->wanted[key] = 0;
-            st->n_given++;
-            *expert = st->want[i];
-            *w = &dst->w;
-            st->t_given = sl_now();
-            pthread_cond_broadcast(&st->done_cv); /* a worker may wait for src to be free */
-            pthread_mutex_unlock(&st->mu);
+            if (got < 0)
+                return got;
+            *n = got;
             return 0;
         }
         /* 3. wait for a worker; re-queue anything evicted from tier 2 before we took it */
@@ -431,6 +450,21 @@ static int sp_expert_next(sl_weight_provider *p, int layer, int *expert, const s
         st->stats.wait_seconds += t1 - t0;
         sl_trace_add(st, "wait", -1, 0, t0, t1);
     }
+}
+
+static int sp_expert_next(sl_weight_provider *p, int layer, int *expert, const sl_expert_weights **w,
+                          sl_error *e)
+{
+    int n, rc = next_ready((sl_stream *)p, layer, 1, expert, w, &n, e);
+    if (rc == 0 && n == 0)
+        *expert = -1;
+    return rc;
+}
+
+static int sp_experts_ready(sl_weight_provider *p, int layer, int max, int *experts,
+                            const sl_expert_weights **w, int *n, sl_error *e)
+{
+    return next_ready((sl_stream *)p, layer, max, experts, w, n, e);
 }
 
 static void sp_expert_done(sl_weight_provider *p, int layer, int expert)
@@ -470,7 +504,13 @@ static void sp_experts_hint(sl_weight_provider *p, int layer, const int32_t *exp
 }
 
 const sl_weight_provider sl_stream_provider_ops = {
-    sp_layer_begin, sp_experts_request, sp_expert_next, sp_expert_done, sp_layer_end, sp_experts_hint,
+    .layer_begin = sp_layer_begin,
+    .experts_request = sp_experts_request,
+    .expert_next = sp_expert_next,
+    .expert_done = sp_expert_done,
+    .layer_end = sp_layer_end,
+    .experts_hint = sp_experts_hint,
+    .experts_ready = sp_experts_ready,
 };
 
 void *sl_stream_worker_main(void *arg) { return worker_main(arg); }

@@ -5,7 +5,7 @@
  *
  *   .sluice ──read+decode (workers)──► host cache (tier 2, LRU) ──upload──► slots (tier 1, LFU)
  *                                                                             │
- *                                      model/ forward pass ◄── expert_next ───┘ (arrival order)
+ *                                      model/ forward pass ◄── experts_ready ─┘ (arrival order)
  *
  * Budgets: the backend budget holds the resident weights (embedding, head, every layer core)
  * plus the slot pool; the host budget holds the host cache. When the layer cores do not fit
@@ -61,7 +61,7 @@ typedef struct sl_stream_stats {
     int moe_layers, experts;    /* for routing diversity: distinct / moe_layers of `experts` */
     double read_seconds;        /* summed over workers */
     double busy_seconds;        /* wall time with at least one read in flight */
-    double wait_seconds;        /* compute thread blocked in expert_next */
+    double wait_seconds;        /* compute thread blocked waiting for experts */
     int tier1_slots, tier2_slots;
     size_t resident_bytes;      /* embedding, head, layer cores as placed */
     size_t fixed_bytes;         /* resident + run state + KV cache: the budget before slots */
