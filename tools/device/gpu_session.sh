@@ -28,7 +28,7 @@ if [ "$WHAT" = tests ] || [ "$WHAT" = all ]; then
     log gpu tests
     timeout 300 $B/gpu --jobs 1 2>&1 | tee "$OUT/gpu-tests.log" | grep -E "FAIL|CRASH|Synthesis|rel L2|GB/s" | head -60
     log compute-sanitizer memcheck
-    for F in ${MEMCHECK:-cuda_ops cuda_gemm cuda_stream}; do
+    for F in ${MEMCHECK:-cuda_ops cuda_gemm cuda_stream cuda_expert_group}; do
         timeout 200 compute-sanitizer --tool memcheck --error-exitcode 9 $B/gpu --jobs 1 --filter "$F/*" \
             > "$OUT/memcheck-$F.log" 2>&1; echo "memcheck $F rc=$?"; tail -2 "$OUT/memcheck-$F.log"
     done
