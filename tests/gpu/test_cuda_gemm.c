@@ -1,12 +1,12 @@
 /* The many-token matmul (n > 8) of the CUDA backend against the CPU backend, on fresh random
  * inputs (seed printed), in both activation modes (sl_cuda_set_activations):
  *   - fp32 activations (x split into two bf16 terms): relative L2 error <= 1e-5, as fp32 paths;
- *   - bf16 activations (x rounded to bf16): <= 4e-3 (rounding x alone gives ~1.7e-3 on random
- *     data: 2^-9 relative error a term, rms).
+ *   - bf16 activations (x rounded to bf16): <= 6e-3 (rounding x alone gives ~1.7e-3 on random
+ *     data: 2^-9 relative error a term, rms; with the weight copy rounded too, every element is
+ *     within ~2^-8 = 3.9e-3, which a 1x1 weight, averaging nothing, can reach on some seeds).
  * At the DeepSeek-V3 expert shapes (2048 x 7168 and 7168 x 2048) for n = 16, 128, 1024 and every
  * tensor-core weight format; every token tile pinned; cuBLAS pinned (bf16 weights as stored;
- * quantized ones copied to bf16, in bf16 mode, which also rounds the weights: still within
- * 4e-3, ~2.4e-3 expected); the fp32 kernel pinned; odd and misaligned shapes; token counts past one workspace load; and every
+ * quantized ones copied to bf16, in bf16 mode, which also rounds the weights: ~2.4e-3 expected); the fp32 kernel pinned; odd and misaligned shapes; token counts past one workspace load; and every
  * weight code decoded exactly. Every GPU output is filled with NaN first and checked to be all
  * written and finite. Skips without a CUDA device. */
 #include "cpu/cpu.h"
@@ -24,7 +24,7 @@
 
 #define TG_BUDGET ((size_t)1536 << 20)
 #define TG_TOL_F32 1e-5
-#define TG_TOL_BF16 4e-3
+#define TG_TOL_BF16 6e-3
 
 static void tg_seed(void)
 {
