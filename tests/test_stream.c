@@ -351,13 +351,16 @@ static void strm_check_cores(const char *fixture, bool deferred)
     char sum[2048];
     sl_stream_summary(st, 1.0, sum, sizeof sum);
     cr_log_info("%s (cores streamed, deferred %d):\n%s", fixture, deferred, sum);
-    sl_stream_close(st);
+    int layers = sl_model_config(m)->num_hidden_layers;
+    sl_stream_close(st); /* frees m */
 
     cr_assert(s.cores_streamed, "a budget below resident cores + 2 slots streams the cores");
     cr_assert_eq(s.core_host_slots, 2);
-    /* STRM_NG forward calls (the prefill, NG-1 decodes); a ring of 2 images for 3-4 layers */
-    int layers = sl_model_config(m)->num_hidden_layers;
-    cr_assert_geq(s.core_reads, (uint64_t)(layers - 2) * STRM_NG, "every token re-reads cores");
+    /* a ring of 2 host images for 3-4 layers: cores are read again and again (how often depends
+     * on what the 2 backend core slots still hold when a layer comes round) */
+    cr_assert_gt(s.core_reads, (uint64_t)layers, "cores must be re-read: %llu reads of %d cores",
+                 (unsigned long long)s.core_reads, layers);
+    cr_assert_gt(s.core_uploads, (uint64_t)STRM_NG, "every token uploads cores");
     cr_assert_arr_eq(got.ids, want.ids, sizeof(int) * STRM_NG, "greedy ids differ from the resident run");
     for (int r = 0; r < want.rows; r++) {
         double err = strm_rel(got.logits + (size_t)r * want.vocab, want.logits + (size_t)r * want.vocab, want.vocab);
