@@ -10,6 +10,7 @@
  * from random values (the op adds into it) and its rows no expert touches must come back bit for
  * bit. The added part must be within rel L2 2e-5 of the CPU's (two chained fp32 products with
  * different summation orders). Skips without a CUDA device. */
+#include "tests/gpu/harness.h"
 #include "cpu/cpu.h"
 #include "cuda/cuda.h"
 #include "model/model.h"
@@ -23,49 +24,6 @@
 #include <time.h>
 #include <unistd.h>
 
-static void xg_seed(void)
-{
-    unsigned s = (unsigned)time(NULL) ^ ((unsigned)clock() << 16) ^ (unsigned)getpid();
-    cr_log_info("seed %u", s);
-    srand(s);
-}
-
-static float xg_randn(void)
-{
-    double u = (rand() + 1.0) / (RAND_MAX + 2.0), v = (rand() + 1.0) / (RAND_MAX + 2.0);
-    return (float)(sqrt(-2 * log(u)) * cos(2 * M_PI * v));
-}
-
-static float *xg_randv(size_t n, float scale)
-{
-    float *p = malloc((n ? n : 1) * sizeof(float));
-    cr_assert(p, "out of host memory");
-    for (size_t i = 0; i < n; i++)
-        p[i] = scale * xg_randn();
-    return p;
-}
-
-static sl_backend *xg_gpu(size_t budget)
-{
-    if (sl_cuda_device_count() == 0)
-        cr_skip_test("no CUDA device");
-    sl_backend *b = NULL;
-    sl_error e = {0};
-    cr_assert_eq(sl_cuda_backend_create(0, budget, &b, &e), 0, "%s", e.msg);
-    return b;
-}
-
-static void *xg_put(sl_backend *g, const void *h, size_t bytes)
-{
-    void *d = NULL;
-    cr_assert_eq(g->ops->alloc(g, bytes ? bytes : 4, &d), 0, "cuda alloc of %zu bytes", bytes);
-    if (bytes)
-        cr_assert_eq(g->ops->upload(g, d, h, bytes), 0, "upload: %s", sl_cuda_backend_error(g));
-    return d;
-}
-
-static const char *xg_fmt(int fmt) { return sl_wformat_get(fmt)->name; }
-
 /* One expert: host weights for the CPU, device copies for the GPU. */
 typedef struct {
     sl_expert_weights host, dev;
@@ -73,7 +31,7 @@ typedef struct {
 
 static sl_weight xg_encode(int fmt, int rows, int cols)
 {
-    float *f = xg_randv((size_t)rows * cols, 1.0f / sqrtf((float)cols));
+    float *f = gh_randv((size_t)rows * cols, 1.0f / sqrtf((float)cols));
     size_t nb = sl_wformat_bytes((sl_wformat)fmt, rows, cols);
     void *enc = malloc(nb);
     cr_assert(enc);
@@ -85,7 +43,7 @@ static sl_weight xg_encode(int fmt, int rows, int cols)
 static sl_weight xg_upload(sl_backend *g, const sl_weight *h)
 {
     size_t nb = sl_wformat_bytes((sl_wformat)h->fmt, h->rows, h->cols);
-    return (sl_weight){h->rows, h->cols, h->fmt, xg_put(g, h->data, nb)};
+    return (sl_weight){h->rows, h->cols, h->fmt, gh_put(g, h->data, nb)};
 }
 
 /* A group case: n experts of (I, H) / (H, I), formats fmts[i]; expert i takes count[i] distinct
@@ -190,7 +148,7 @@ static void xg_check(sl_backend *g, xg_case *c, const char *what, int runs)
     int T = c->T, H = c->H;
     size_t nout = (size_t)T * H, sf = sl_expert_group_scratch_floats(&c->dg);
     cr_assert_eq(sf, (size_t)c->R * (2 * c->I + H));
-    float *x = xg_randv(nout, 1.0f), *out0 = xg_randv(nout, 1.0f);
+    float *x = gh_randv(nout, 1.0f), *out0 = gh_randv(nout, 1.0f);
     float *want = malloc(nout * sizeof(float)), *got = malloc(nout * sizeof(float));
     float *first = malloc(nout * sizeof(float));
     memcpy(want, out0, nout * sizeof(float));
@@ -199,10 +157,10 @@ static void xg_check(sl_backend *g, xg_case *c, const char *what, int runs)
     float *nan = malloc(sf * sizeof(float));
     for (size_t i = 0; i < sf; i++)
         nan[i] = NAN;
-    float *dx = xg_put(g, x, nout * sizeof(float)), *dout = xg_put(g, out0, nout * sizeof(float));
-    float *dscratch = xg_put(g, nan, sf * sizeof(float));
-    int32_t *drows = xg_put(g, c->rows, (size_t)c->R * sizeof(int32_t));
-    float *dw = xg_put(g, c->row_w, (size_t)c->R * sizeof(float));
+    float *dx = gh_put(g, x, nout * sizeof(float)), *dout = gh_put(g, out0, nout * sizeof(float));
+    float *dscratch = gh_put(g, nan, sf * sizeof(float));
+    int32_t *drows = gh_put(g, c->rows, (size_t)c->R * sizeof(int32_t));
+    float *dw = gh_put(g, c->row_w, (size_t)c->R * sizeof(float));
     for (int run = 0; run < runs; run++) {
         cr_assert_eq(g->ops->upload(g, dout, out0, nout * sizeof(float)), 0);
         cr_assert_eq(g->ops->upload(g, dscratch, nan, sf * sizeof(float)), 0);
@@ -253,10 +211,10 @@ enum { XG_H = 7168, XG_I = 2048 };
 
 static void xg_deepseek(int fmt)
 {
-    xg_seed();
+    gh_seed();
     size_t wbytes = 8 * (2 * sl_wformat_bytes((sl_wformat)fmt, XG_I, XG_H) +
                          sl_wformat_bytes((sl_wformat)fmt, XG_H, XG_I));
-    sl_backend *g = xg_gpu(wbytes + ((size_t)512 << 20));
+    sl_backend *g = gh_gpu(wbytes + ((size_t)512 << 20));
     cr_assert(g->ops->expert_group, "the CUDA backend has expert_group");
     int fmts[8], ones[8], fours[8];
     for (int i = 0; i < 8; i++)
@@ -266,7 +224,7 @@ static void xg_deepseek(int fmt)
     char what[128];
     for (int small = 1; small >= 0; small--) { /* one token: the 4-row kernel, then the split one */
         cr_assert_eq(sl_cuda_gemv_tune(g, small ? "small=1" : "small=0"), 0);
-        snprintf(what, sizeof what, "%s, 8 experts on one token (small=%d)", xg_fmt(fmt), small);
+        snprintf(what, sizeof what, "%s, 8 experts on one token (small=%d)", gh_fmt_name(fmt), small);
         xg_check(g, &c, what, 2);
     }
     cr_assert_eq(sl_cuda_gemv_tune(g, "small=1"), 0);
@@ -275,7 +233,7 @@ static void xg_deepseek(int fmt)
     c.T = 8;
     for (int i = 0; i < 8; i++)
         c.rows[c.hg.start[i]] = i;
-    snprintf(what, sizeof what, "%s, 8 experts on 8 tokens", xg_fmt(fmt));
+    snprintf(what, sizeof what, "%s, 8 experts on 8 tokens", gh_fmt_name(fmt));
     xg_check(g, &c, what, 1);
     free(c.rows);
     free(c.row_w);
@@ -296,7 +254,7 @@ static void xg_deepseek(int fmt)
             c.row_w[c.hg.start[i] + k] = 0.05f + 0.3f * (float)rand() / RAND_MAX;
         }
     }
-    snprintf(what, sizeof what, "%s, 8 experts x 4 of 6 tokens", xg_fmt(fmt));
+    snprintf(what, sizeof what, "%s, 8 experts x 4 of 6 tokens", gh_fmt_name(fmt));
     xg_check(g, &c, what, 2);
     xg_free(g, &c);
     g->ops->destroy(g);
@@ -312,8 +270,8 @@ Test(cuda_expert_group, deepseek_shapes_q4) { xg_deepseek(SL_WF_Q4); }
 
 Test(cuda_expert_group, largest_group_ragged_counts_every_format)
 {
-    xg_seed();
-    sl_backend *g = xg_gpu((size_t)1536 << 20);
+    gh_seed();
+    sl_backend *g = gh_gpu((size_t)1536 << 20);
     for (int fmt = 0; fmt < SL_WF_COUNT; fmt++) {
         int fmts[SL_EXPERT_GROUP_MAX], count[SL_EXPERT_GROUP_MAX];
         for (int i = 0; i < SL_EXPERT_GROUP_MAX; i++) {
@@ -324,7 +282,7 @@ Test(cuda_expert_group, largest_group_ragged_counts_every_format)
         static xg_case c;
         xg_make(g, &c, SL_EXPERT_GROUP_MAX, 24, 1024, 256, count, fmts);
         char what[96];
-        snprintf(what, sizeof what, "%s, 32 experts, 1..20 of 24 tokens", xg_fmt(fmt));
+        snprintf(what, sizeof what, "%s, 32 experts, 1..20 of 24 tokens", gh_fmt_name(fmt));
         xg_check(g, &c, what, 2);
         xg_free(g, &c);
     }
@@ -333,8 +291,8 @@ Test(cuda_expert_group, largest_group_ragged_counts_every_format)
 
 Test(cuda_expert_group, mixed_formats_take_the_fallback_in_the_same_group)
 {
-    xg_seed();
-    sl_backend *g = xg_gpu((size_t)1024 << 20);
+    gh_seed();
+    sl_backend *g = gh_gpu((size_t)1024 << 20);
     int fmts[12], count[12];
     for (int i = 0; i < 12; i++) {
         fmts[i] = i < 6 ? SL_WF_FP8 : (i % SL_WF_COUNT); /* the first six group, the rest vary */
@@ -349,8 +307,8 @@ Test(cuda_expert_group, mixed_formats_take_the_fallback_in_the_same_group)
 
 Test(cuda_expert_group, odd_shapes_take_the_generic_kernels)
 {
-    xg_seed();
-    sl_backend *g = xg_gpu((size_t)512 << 20);
+    gh_seed();
+    sl_backend *g = gh_gpu((size_t)512 << 20);
     for (int fmt = 0; fmt < SL_WF_COUNT; fmt++) {
         int fmts[5], count[5] = {1, 3, 2, 1, 4};
         for (int i = 0; i < 5; i++)
@@ -358,11 +316,11 @@ Test(cuda_expert_group, odd_shapes_take_the_generic_kernels)
         static xg_case c;
         xg_make(g, &c, 5, 4, 200, 72, count, fmts); /* the fixtures' hidden and expert width */
         char what[96];
-        snprintf(what, sizeof what, "%s, 200 x 72", xg_fmt(fmt));
+        snprintf(what, sizeof what, "%s, 200 x 72", gh_fmt_name(fmt));
         xg_check(g, &c, what, 1);
         xg_free(g, &c);
         xg_make(g, &c, 5, 4, 330, 100, count, fmts);
-        snprintf(what, sizeof what, "%s, 330 x 100", xg_fmt(fmt));
+        snprintf(what, sizeof what, "%s, 330 x 100", gh_fmt_name(fmt));
         xg_check(g, &c, what, 1);
         xg_free(g, &c);
     }
@@ -373,14 +331,14 @@ Test(cuda_expert_group, odd_shapes_take_the_generic_kernels)
  * go through the workspace and the arrival counters, per matrix. */
 Test(cuda_expert_group, column_splits_per_matrix_are_exact_and_repeatable)
 {
-    xg_seed();
-    sl_backend *g = xg_gpu((size_t)512 << 20);
+    gh_seed();
+    sl_backend *g = gh_gpu((size_t)512 << 20);
     for (int fmt = 0; fmt < SL_WF_COUNT; fmt++) {
         int fmts[3] = {fmt, fmt, fmt}, count[3] = {2, 1, 3};
         static xg_case c;
         xg_make(g, &c, 3, 3, 4096, 64, count, fmts);
         char what[96];
-        snprintf(what, sizeof what, "%s, 3 experts of 64 x 4096 (split)", xg_fmt(fmt));
+        snprintf(what, sizeof what, "%s, 3 experts of 64 x 4096 (split)", gh_fmt_name(fmt));
         xg_check(g, &c, what, 3);
         xg_free(g, &c);
     }
@@ -389,7 +347,7 @@ Test(cuda_expert_group, column_splits_per_matrix_are_exact_and_repeatable)
 
 Test(cuda_expert_group, bad_groups_are_sticky_errors_naming_the_op)
 {
-    sl_backend *g = xg_gpu((size_t)64 << 20);
+    sl_backend *g = gh_gpu((size_t)64 << 20);
     int fmts[2] = {SL_WF_BF16, SL_WF_BF16}, count[2] = {1, 1};
     static xg_case c;
     xg_make(g, &c, 2, 1, 256, 64, count, fmts);
@@ -439,7 +397,7 @@ static float *xg_forward(sl_backend *b, const char *fixture, int *rows, int *voc
 
 static void xg_check_forward(const char *fixture)
 {
-    sl_backend *g = xg_gpu((size_t)1 << 30), *p = xg_gpu((size_t)1 << 30);
+    sl_backend *g = gh_gpu((size_t)1 << 30), *p = gh_gpu((size_t)1 << 30);
     xg_plain_ops = *p->ops;
     xg_plain_ops.expert_group = NULL;
     p->ops = &xg_plain_ops;

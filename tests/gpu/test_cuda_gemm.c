@@ -9,6 +9,7 @@
  * quantized ones copied to bf16, in bf16 mode, which also rounds the weights: ~2.4e-3 expected); the fp32 kernel pinned; odd and misaligned shapes; token counts past one workspace load; and every
  * weight code decoded exactly. Every GPU output is filled with NaN first and checked to be all
  * written and finite. Skips without a CUDA device. */
+#include "tests/gpu/harness.h"
 #include "cpu/cpu.h"
 #include "cuda/cuda.h"
 #include "model/model.h"
@@ -25,65 +26,6 @@
 #define TG_BUDGET ((size_t)1536 << 20)
 #define TG_TOL_F32 1e-5
 #define TG_TOL_BF16 6e-3
-
-static void tg_seed(void)
-{
-    unsigned s = (unsigned)time(NULL) ^ ((unsigned)clock() << 16) ^ (unsigned)getpid();
-    cr_log_info("seed %u", s);
-    srand(s);
-}
-
-static float tg_randn(void)
-{
-    double u = (rand() + 1.0) / (RAND_MAX + 2.0), v = (rand() + 1.0) / (RAND_MAX + 2.0);
-    return (float)(sqrt(-2 * log(u)) * cos(2 * M_PI * v));
-}
-
-static float *tg_randv(size_t n, float scale)
-{
-    float *p = malloc((n ? n : 1) * sizeof(float));
-    cr_assert(p, "out of host memory");
-    for (size_t i = 0; i < n; i++)
-        p[i] = scale * tg_randn();
-    return p;
-}
-
-static sl_backend *tg_gpu(size_t budget)
-{
-    if (sl_cuda_device_count() == 0)
-        cr_skip_test("no CUDA device");
-    sl_backend *b = NULL;
-    sl_error e = {0};
-    cr_assert_eq(sl_cuda_backend_create(0, budget, &b, &e), 0, "%s", e.msg);
-    return b;
-}
-
-static sl_backend *tg_cpu(void)
-{
-    sl_backend *b = NULL;
-    sl_error e = {0};
-    cr_assert_eq(sl_cpu_backend_create(0, &b, &e), 0, "%s", e.msg);
-    return b;
-}
-
-static void *tg_put(sl_backend *g, const void *h, size_t bytes)
-{
-    void *d = NULL;
-    cr_assert_eq(g->ops->alloc(g, bytes, &d), 0, "cuda alloc of %zu bytes", bytes);
-    cr_assert_eq(g->ops->upload(g, d, h, bytes), 0, "upload: %s", sl_cuda_backend_error(g));
-    return d;
-}
-
-static double tg_rel_l2(const float *got, const float *want, size_t n)
-{
-    double num = 0, den = 0;
-    for (size_t i = 0; i < n; i++) {
-        double d = (double)got[i] - want[i];
-        num += d * d;
-        den += (double)want[i] * want[i];
-    }
-    return den > 0 ? sqrt(num / den) : sqrt(num);
-}
 
 static void tg_mode(sl_backend *g, int bf16, sl_cuda_gemm_path path, int tile)
 {
@@ -112,7 +54,7 @@ static void tg_weight_from(sl_backend *g, tg_weight *w, int fmt, int rows, int c
 
 static void tg_weight_make(sl_backend *g, tg_weight *w, int fmt, int rows, int cols, size_t misalign)
 {
-    float *f = tg_randv((size_t)rows * cols, 1.0f / sqrtf((float)cols));
+    float *f = gh_randv((size_t)rows * cols, 1.0f / sqrtf((float)cols));
     void *enc = malloc(sl_wformat_bytes((sl_wformat)fmt, rows, cols));
     cr_assert(enc);
     sl_quantize((sl_wformat)fmt, f, rows, cols, enc);
@@ -134,7 +76,7 @@ static float *tg_gpu_matmul(sl_backend *g, const float *dx, const tg_weight *w, 
     cr_assert(h);
     for (size_t i = 0; i < cnt; i++)
         h[i] = NAN;
-    float *dout = tg_put(g, h, cnt * sizeof(float));
+    float *dout = gh_put(g, h, cnt * sizeof(float));
     g->ops->matmul(g, dout, dx, &w->dev, n);
     cr_assert_eq(g->ops->download(g, h, dout, cnt * sizeof(float)), 0, "%s: %s", what,
                  sl_cuda_backend_error(g));
@@ -147,7 +89,7 @@ static float *tg_gpu_matmul(sl_backend *g, const float *dx, const tg_weight *w, 
 
 static void tg_expect(const float *got, const float *want, size_t cnt, double tol, const char *what)
 {
-    double err = tg_rel_l2(got, want, cnt);
+    double err = gh_rel_l2(got, want, cnt);
     cr_expect_leq(err, tol, "%s: rel L2 %.3g > %.1g", what, err, tol);
     cr_log_info("%s: rel L2 %.3g", what, err);
 }
@@ -163,8 +105,8 @@ static void tg_check(sl_backend *g, sl_backend *c, int fmt, int rows, int cols, 
     int nmax = 0;
     for (int i = 0; i < nn; i++)
         nmax = ns[i] > nmax ? ns[i] : nmax;
-    float *x = tg_randv((size_t)nmax * cols, 1.0f);
-    float *dx = tg_put(g, x, (size_t)nmax * cols * sizeof(float));
+    float *x = gh_randv((size_t)nmax * cols, 1.0f);
+    float *dx = gh_put(g, x, (size_t)nmax * cols * sizeof(float));
     sl_error e = {0};
     bool blas = sl_cuda_set_gemm_path(g, SL_CUDA_GEMM_CUBLAS, 0, &e) == 0;
     for (int i = 0; i < nn; i++) {
@@ -215,8 +157,8 @@ static void tg_check(sl_backend *g, sl_backend *c, int fmt, int rows, int cols, 
 /* Both expert shapes, n = 16, 128, 1024 (one token tile of 16, one of 128, eight of 128). */
 static void tg_deepseek(int fmt)
 {
-    tg_seed();
-    sl_backend *g = tg_gpu(TG_BUDGET), *c = tg_cpu();
+    gh_seed();
+    sl_backend *g = gh_gpu(TG_BUDGET), *c = gh_cpu();
     static const int ns[] = {16, 128, 1024};
     tg_check(g, c, fmt, 2048, 7168, ns, 3, 0, false);
     tg_check(g, c, fmt, 7168, 2048, ns, 3, 0, false);
@@ -235,8 +177,8 @@ Test(cuda_gemm, deepseek_expert_shapes_q4) { tg_deepseek(SL_WF_Q4); }
  * with a short last chunk) and odd or misaligned planes (the byte-gather path), every path. */
 Test(cuda_gemm, odd_shapes_every_format_and_path)
 {
-    tg_seed();
-    sl_backend *g = tg_gpu(TG_BUDGET), *c = tg_cpu();
+    gh_seed();
+    sl_backend *g = gh_gpu(TG_BUDGET), *c = gh_cpu();
     static const int ns[] = {9, 17, 70, 200};
     static const int shapes[][2] = {{384, 1024}, {259, 1088}, {130, 96}, {37, 203}, {5, 24}, {1, 1}, {33, 17}};
     for (int fmt = SL_WF_BF16; fmt < SL_WF_COUNT; fmt++)
@@ -251,8 +193,8 @@ Test(cuda_gemm, odd_shapes_every_format_and_path)
  * take two loads of it. */
 Test(cuda_gemm, token_count_past_one_workspace_load)
 {
-    tg_seed();
-    sl_backend *g = tg_gpu((size_t)256 << 20), *c = tg_cpu();
+    gh_seed();
+    sl_backend *g = gh_gpu((size_t)256 << 20), *c = gh_cpu();
     static const int ns[] = {600};
     tg_check(g, c, SL_WF_FP8, 512, 7168, ns, 1, 0, false);
     tg_check(g, c, SL_WF_Q4, 512, 7168, ns, 1, 0, false);
@@ -265,20 +207,20 @@ Test(cuda_gemm, token_count_past_one_workspace_load)
  * two, so products are exact too. */
 Test(cuda_gemm, every_weight_code_decodes_exactly)
 {
-    tg_seed();
-    sl_backend *g = tg_gpu(TG_BUDGET), *c = tg_cpu();
+    gh_seed();
+    sl_backend *g = gh_gpu(TG_BUDGET), *c = gh_cpu();
     enum { ROWS = 256, COLS = 128, N = 16 };
     float *x = calloc((size_t)N * COLS, sizeof(float));
     cr_assert(x);
     for (int t = 0; t < N; t++)
         x[t * COLS + t * 3] = 1.0f; /* columns 0, 3, .., 45: both 32-column groups of stage 0 */
-    float *dx = tg_put(g, x, (size_t)N * COLS * sizeof(float));
+    float *dx = gh_put(g, x, (size_t)N * COLS * sizeof(float));
     for (int fmt = SL_WF_BF16; fmt < SL_WF_COUNT; fmt++) {
         size_t nb = sl_wformat_bytes((sl_wformat)fmt, ROWS, COLS);
         uint8_t *enc = malloc(nb);
         cr_assert(enc);
         if (fmt == SL_WF_BF16) {
-            float *f = tg_randv((size_t)ROWS * COLS, 1.0f);
+            float *f = gh_randv((size_t)ROWS * COLS, 1.0f);
             sl_quantize(SL_WF_BF16, f, ROWS, COLS, enc);
             free(f);
         } else if (fmt == SL_WF_FP8) {
@@ -332,7 +274,7 @@ Test(cuda_gemm, every_weight_code_decodes_exactly)
 
 Test(cuda_gemm, settings_reject_bad_values)
 {
-    sl_backend *g = tg_gpu((size_t)64 << 20);
+    sl_backend *g = gh_gpu((size_t)64 << 20);
     sl_error e = {0};
     cr_expect_eq(sl_cuda_set_activations(g, (sl_cuda_act)2, &e), SL_E_ARG);
     cr_expect_eq(sl_cuda_set_gemm_path(g, (sl_cuda_gemm_path)9, 0, &e), SL_E_ARG);

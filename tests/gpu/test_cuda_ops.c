@@ -4,6 +4,7 @@
  * the generic (unaligned) kernels. Every GPU output buffer is filled with NaN first, and every
  * element the op must write is checked to be finite (and the ones it must not touch to still be
  * NaN). fp32 paths: relative L2 error <= 1e-5 against the CPU. Skips without a CUDA device. */
+#include "tests/gpu/harness.h"
 #include "cpu/cpu.h"
 #include "cuda/cuda.h"
 #include "model/model.h"
@@ -20,95 +21,6 @@
 /* 1.5 GiB per test process: Criterion runs tests in parallel processes, one context each. */
 #define CU_BUDGET ((size_t)1536 << 20)
 
-static void cu_seed(void)
-{
-    unsigned s = (unsigned)time(NULL) ^ ((unsigned)clock() << 16) ^ (unsigned)getpid();
-    cr_log_info("seed %u", s);
-    srand(s);
-}
-
-static float cu_randn(void)
-{
-    double u = (rand() + 1.0) / (RAND_MAX + 2.0), v = (rand() + 1.0) / (RAND_MAX + 2.0);
-    return (float)(sqrt(-2 * log(u)) * cos(2 * M_PI * v));
-}
-
-static float *cu_randv(size_t n, float scale)
-{
-    float *p = malloc((n ? n : 1) * sizeof(float));
-    cr_assert(p, "out of host memory");
-    for (size_t i = 0; i < n; i++)
-        p[i] = scale * cu_randn();
-    return p;
-}
-
-static sl_backend *cu_gpu(void)
-{
-    if (sl_cuda_device_count() == 0)
-        cr_skip_test("no CUDA device");
-    sl_backend *b = NULL;
-    sl_error e = {0};
-    cr_assert_eq(sl_cuda_backend_create(0, CU_BUDGET, &b, &e), 0, "%s", e.msg);
-    return b;
-}
-
-static sl_backend *cu_cpu(void)
-{
-    sl_backend *b = NULL;
-    sl_error e = {0};
-    cr_assert_eq(sl_cpu_backend_create(0, &b, &e), 0, "%s", e.msg);
-    return b;
-}
-
-static void *cu_put(sl_backend *g, const void *h, size_t bytes)
-{
-    void *d = NULL;
-    cr_assert_eq(g->ops->alloc(g, bytes, &d), 0, "cuda alloc of %zu bytes", bytes);
-    cr_assert_eq(g->ops->upload(g, d, h, bytes), 0, "upload: %s", sl_cuda_backend_error(g));
-    return d;
-}
-
-static float *cu_poisoned(sl_backend *g, size_t n)
-{
-    float *h = malloc((n ? n : 1) * sizeof(float));
-    cr_assert(h);
-    for (size_t i = 0; i < n; i++)
-        h[i] = NAN;
-    float *d = cu_put(g, h, n * sizeof(float));
-    free(h);
-    return d;
-}
-
-static float *cu_get(sl_backend *g, const void *d, size_t n)
-{
-    float *h = malloc((n ? n : 1) * sizeof(float));
-    cr_assert(h);
-    cr_assert_eq(g->ops->download(g, h, d, n * sizeof(float)), 0, "download: %s",
-                 sl_cuda_backend_error(g));
-    return h;
-}
-
-static double cu_rel_l2(const float *got, const float *want, size_t n)
-{
-    double num = 0, den = 0;
-    for (size_t i = 0; i < n; i++) {
-        double d = (double)got[i] - want[i];
-        num += d * d;
-        den += (double)want[i] * want[i];
-    }
-    return den > 0 ? sqrt(num / den) : sqrt(num);
-}
-
-static void cu_all_finite(const float *p, size_t n, const char *what)
-{
-    for (size_t i = 0; i < n; i++)
-        if (!isfinite(p[i]))
-            cr_assert_fail("%s: element %zu is %f (not written by the GPU, or not finite)", what, i,
-                           (double)p[i]);
-}
-
-static const char *cu_fmt_name(int fmt) { return sl_wformat_get(fmt)->name; }
-
 /* A weight encoded in fmt: host copy (for the CPU) and device copy at `misalign` bytes past a
  * 256-byte boundary (to take the GPU's unaligned paths). */
 typedef struct {
@@ -118,7 +30,7 @@ typedef struct {
 
 static void cu_weight_make(sl_backend *g, cu_weight *w, int fmt, int rows, int cols, size_t misalign)
 {
-    float *f = cu_randv((size_t)rows * cols, 1.0f / sqrtf((float)cols));
+    float *f = gh_randv((size_t)rows * cols, 1.0f / sqrtf((float)cols));
     size_t nb = sl_wformat_bytes((sl_wformat)fmt, rows, cols);
     void *enc = malloc(nb);
     cr_assert(enc);
@@ -147,21 +59,21 @@ static void cu_check_matmul(sl_backend *g, sl_backend *c, int fmt, int rows, int
     int nmax = 0;
     for (int i = 0; i < nn; i++)
         nmax = ns[i] > nmax ? ns[i] : nmax;
-    float *x = cu_randv((size_t)nmax * cols, 1.0f);
-    float *dx = cu_put(g, x, (size_t)nmax * cols * sizeof(float));
+    float *x = gh_randv((size_t)nmax * cols, 1.0f);
+    float *dx = gh_put(g, x, (size_t)nmax * cols * sizeof(float));
     for (int i = 0; i < nn; i++) {
         int n = ns[i];
         size_t cnt = (size_t)n * rows;
         float *want = malloc(cnt * sizeof(float));
         c->ops->matmul(c, want, x, &w.host, n);
-        float *dout = cu_poisoned(g, cnt);
+        float *dout = gh_poisoned(g, cnt);
         g->ops->matmul(g, dout, dx, &w.dev, n);
-        float *got = cu_get(g, dout, cnt);
+        float *got = gh_get(g, dout, cnt);
         char what[128];
-        snprintf(what, sizeof what, "matmul %s %dx%d n=%d misalign %zu", cu_fmt_name(fmt), rows,
+        snprintf(what, sizeof what, "matmul %s %dx%d n=%d misalign %zu", gh_fmt_name(fmt), rows,
                  cols, n, misalign);
-        cu_all_finite(got, cnt, what);
-        double err = cu_rel_l2(got, want, cnt);
+        gh_all_finite(got, cnt, what);
+        double err = gh_rel_l2(got, want, cnt);
         cr_expect_leq(err, 1e-5, "%s: rel L2 %.3g > 1e-5", what, err);
         free(want);
         free(got);
@@ -177,8 +89,8 @@ static void cu_check_matmul(sl_backend *g, sl_backend *c, int fmt, int rows, int
  * shapes: gate/up (2048 x 7168: split along columns) and down (7168 x 2048: not split). */
 static void cu_matmul_deepseek(int fmt)
 {
-    cu_seed();
-    sl_backend *g = cu_gpu(), *c = cu_cpu();
+    gh_seed();
+    sl_backend *g = gh_gpu(CU_BUDGET), *c = gh_cpu();
     static const int ns[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 13, 16, 17, 40, 130};
     int nn = (int)(sizeof ns / sizeof ns[0]);
     cu_check_matmul(g, c, fmt, 2048, 7168, ns, nn, 0);
@@ -197,8 +109,8 @@ Test(cuda_ops, matmul_deepseek_shapes_q4) { cu_matmul_deepseek(SL_WF_Q4); }
  * of the 16-byte chunk) and misaligned weight planes: the generic kernels. */
 Test(cuda_ops, matmul_odd_shapes_and_misaligned_every_format)
 {
-    cu_seed();
-    sl_backend *g = cu_gpu(), *c = cu_cpu();
+    gh_seed();
+    sl_backend *g = gh_gpu(CU_BUDGET), *c = gh_cpu();
     static const int ns[] = {1, 3, 8, 9, 17, 70};
     static const int shapes[][2] = {{37, 203}, {5, 24}, {130, 72}, {1, 1}, {33, 17}, {259, 136}};
     for (int fmt = 0; fmt < SL_WF_COUNT; fmt++)
@@ -214,8 +126,8 @@ Test(cuda_ops, matmul_odd_shapes_and_misaligned_every_format)
  * chunks; and, with at most 128 rows per launch, the multi-launch path of split GEMVs. */
 static void cu_gemv_ragged(void)
 {
-    cu_seed();
-    sl_backend *g = cu_gpu(), *c = cu_cpu();
+    gh_seed();
+    sl_backend *g = gh_gpu(CU_BUDGET), *c = gh_cpu();
     static const int ns[] = {1, 2, 3, 7, 12, 16};
     static const int shapes[][2] = {{100, 1024}, {300, 2560}, {129, 4608}, {1000, 512}};
     for (int fmt = 0; fmt < SL_WF_COUNT; fmt++)
@@ -239,8 +151,8 @@ Test(cuda_ops, gemv_ragged_in_launches_of_128_rows)
 Test(cuda_ops, gemv_split_kernel_at_one_token)
 {
     setenv("SL_CUDA_GEMV", "small=0", 1); /* read when the backend is made (this process only) */
-    cu_seed();
-    sl_backend *g = cu_gpu(), *c = cu_cpu();
+    gh_seed();
+    sl_backend *g = gh_gpu(CU_BUDGET), *c = gh_cpu();
     static const int ns[] = {1};
     for (int fmt = 0; fmt < SL_WF_COUNT; fmt++) {
         cu_check_matmul(g, c, fmt, 2048, 7168, ns, 1, 0);
@@ -255,21 +167,21 @@ Test(cuda_ops, gemv_split_kernel_at_one_token)
  * same bits. */
 Test(cuda_ops, gemv_split_results_are_bit_identical_across_runs)
 {
-    cu_seed();
-    sl_backend *g = cu_gpu();
+    gh_seed();
+    sl_backend *g = gh_gpu(CU_BUDGET);
     for (int fmt = 0; fmt < SL_WF_COUNT; fmt++) {
         cu_weight w;
         cu_weight_make(g, &w, fmt, 2048, 7168, 0);
         int n = 4;
-        float *x = cu_randv((size_t)n * 7168, 1.0f);
-        float *dx = cu_put(g, x, (size_t)n * 7168 * sizeof(float));
-        float *d1 = cu_poisoned(g, (size_t)n * 2048), *d2 = cu_poisoned(g, (size_t)n * 2048);
+        float *x = gh_randv((size_t)n * 7168, 1.0f);
+        float *dx = gh_put(g, x, (size_t)n * 7168 * sizeof(float));
+        float *d1 = gh_poisoned(g, (size_t)n * 2048), *d2 = gh_poisoned(g, (size_t)n * 2048);
         g->ops->matmul(g, d1, dx, &w.dev, n);
         g->ops->matmul(g, d2, dx, &w.dev, n);
-        float *a = cu_get(g, d1, (size_t)n * 2048), *b = cu_get(g, d2, (size_t)n * 2048);
-        cu_all_finite(a, (size_t)n * 2048, "first run");
+        float *a = gh_get(g, d1, (size_t)n * 2048), *b = gh_get(g, d2, (size_t)n * 2048);
+        gh_all_finite(a, (size_t)n * 2048, "first run");
         cr_assert(memcmp(a, b, (size_t)n * 2048 * sizeof(float)) == 0, "%s: runs differ",
-                  cu_fmt_name(fmt));
+                  gh_fmt_name(fmt));
         free(x), free(a), free(b);
         g->ops->free(g, dx), g->ops->free(g, d1), g->ops->free(g, d2);
         cu_weight_free(g, &w);
@@ -282,20 +194,20 @@ Test(cuda_ops, gemv_split_results_are_bit_identical_across_runs)
  * a GEMV starts before its predecessor ends, and must still see its output. */
 Test(cuda_ops, gemv_chain_sees_each_previous_output)
 {
-    cu_seed();
-    sl_backend *g = cu_gpu(), *c = cu_cpu();
+    gh_seed();
+    sl_backend *g = gh_gpu(CU_BUDGET), *c = gh_cpu();
     enum { STEPS = 8, H = 7168, F = 2048 };
     for (int fmt = 0; fmt < SL_WF_COUNT; fmt++)
         for (int n = 1; n <= 16; n *= 4) {
             cu_weight up, down;
             cu_weight_make(g, &up, fmt, F, H, 0);
             cu_weight_make(g, &down, fmt, H, F, 0);
-            float *h = cu_randv((size_t)n * H, 1.0f), *f = malloc((size_t)n * F * sizeof(float));
-            float *bias = cu_randv((size_t)n * F, 0.1f);
+            float *h = gh_randv((size_t)n * H, 1.0f), *f = malloc((size_t)n * F * sizeof(float));
+            float *bias = gh_randv((size_t)n * F, 0.1f);
             cr_assert(f);
-            float *dh = cu_put(g, h, (size_t)n * H * sizeof(float));
-            float *df = cu_poisoned(g, (size_t)n * F);
-            float *dbias = cu_put(g, bias, (size_t)n * F * sizeof(float));
+            float *dh = gh_put(g, h, (size_t)n * H * sizeof(float));
+            float *df = gh_poisoned(g, (size_t)n * F);
+            float *dbias = gh_put(g, bias, (size_t)n * F * sizeof(float));
             for (int s = 0; s < STEPS; s++) {
                 c->ops->matmul(c, f, h, &up.host, n);
                 c->ops->add(c, f, bias, (size_t)n * F);
@@ -304,11 +216,11 @@ Test(cuda_ops, gemv_chain_sees_each_previous_output)
                 g->ops->add(g, df, dbias, (size_t)n * F);
                 g->ops->matmul(g, dh, df, &down.dev, n);
             }
-            float *got = cu_get(g, dh, (size_t)n * H);
+            float *got = gh_get(g, dh, (size_t)n * H);
             char what[64];
-            snprintf(what, sizeof what, "chain %s n=%d", cu_fmt_name(fmt), n);
-            cu_all_finite(got, (size_t)n * H, what);
-            double err = cu_rel_l2(got, h, (size_t)n * H);
+            snprintf(what, sizeof what, "chain %s n=%d", gh_fmt_name(fmt), n);
+            gh_all_finite(got, (size_t)n * H, what);
+            double err = gh_rel_l2(got, h, (size_t)n * H);
             /* 16 products in a row; a stale read gives O(1). n = 16 takes the tensor-core GEMM
              * (x as bf16 hi + lo, ~2.5e-6 per product), which compounds to ~1e-5 here */
             cr_expect_leq(err, 5e-5, "%s: rel L2 %.3g > 5e-5", what, err);
@@ -325,8 +237,8 @@ Test(cuda_ops, gemv_chain_sees_each_previous_output)
 
 Test(cuda_ops, embed_every_format_bit_exact)
 {
-    cu_seed();
-    sl_backend *g = cu_gpu(), *c = cu_cpu();
+    gh_seed();
+    sl_backend *g = gh_gpu(CU_BUDGET), *c = gh_cpu();
     static const int shapes[][2] = {{300, 203}, {1000, 7168}, {129, 72}};
     for (int fmt = 0; fmt < SL_WF_COUNT; fmt++)
         for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
@@ -337,17 +249,17 @@ Test(cuda_ops, embed_every_format_bit_exact)
             int32_t ids[N] = {0, rows - 1, rows / 2, 1, rows - 1, 0, 0};
             for (int i = 5; i < N; i++)
                 ids[i] = rand() % rows;
-            int32_t *dids = cu_put(g, ids, sizeof ids);
+            int32_t *dids = gh_put(g, ids, sizeof ids);
             float *want = malloc((size_t)N * cols * sizeof(float));
             c->ops->embed(c, want, &w.host, ids, N);
-            float *dout = cu_poisoned(g, (size_t)N * cols);
+            float *dout = gh_poisoned(g, (size_t)N * cols);
             g->ops->embed(g, dout, &w.dev, dids, N);
-            float *got = cu_get(g, dout, (size_t)N * cols);
-            cu_all_finite(got, (size_t)N * cols, "embed");
+            float *got = gh_get(g, dout, (size_t)N * cols);
+            gh_all_finite(got, (size_t)N * cols, "embed");
             for (size_t i = 0; i < (size_t)N * cols; i++)
                 if (memcmp(&got[i], &want[i], sizeof(float)) != 0)
                     cr_assert_fail("embed %s %dx%d: element %zu is %.9g, CPU %.9g",
-                                   cu_fmt_name(fmt), rows, cols, i, (double)got[i], (double)want[i]);
+                                   gh_fmt_name(fmt), rows, cols, i, (double)got[i], (double)want[i]);
             free(want);
             free(got);
             g->ops->free(g, dout);
@@ -364,38 +276,38 @@ Test(cuda_ops, embed_every_format_bit_exact)
  * the gaps in the output left alone; and in place. */
 Test(cuda_ops, rmsnorm_strided_rows_and_in_place)
 {
-    cu_seed();
-    sl_backend *g = cu_gpu(), *c = cu_cpu();
+    gh_seed();
+    sl_backend *g = gh_gpu(CU_BUDGET), *c = gh_cpu();
     static const int cases[][4] = {{5, 7168, 7300, 7200}, {3, 512, 576, 512}, {7, 203, 211, 203}};
     for (size_t k = 0; k < 3; k++) {
         int n = cases[k][0], dim = cases[k][1], xs = cases[k][2], os = cases[k][3];
-        float *x = cu_randv((size_t)n * xs, 3.0f), *w = cu_randv(dim, 1.0f);
+        float *x = gh_randv((size_t)n * xs, 3.0f), *w = gh_randv(dim, 1.0f);
         for (int i = 0; i < dim; i++)
             w[i] += 1.0f;
         float *want = malloc((size_t)n * os * sizeof(float));
         for (size_t i = 0; i < (size_t)n * os; i++)
             want[i] = NAN;
         c->ops->rmsnorm(c, want, os, x, xs, w, n, dim, 1e-6f);
-        float *dx = cu_put(g, x, (size_t)n * xs * sizeof(float)), *dw = cu_put(g, w, dim * sizeof(float));
-        float *dout = cu_poisoned(g, (size_t)n * os);
+        float *dx = gh_put(g, x, (size_t)n * xs * sizeof(float)), *dw = gh_put(g, w, dim * sizeof(float));
+        float *dout = gh_poisoned(g, (size_t)n * os);
         g->ops->rmsnorm(g, dout, os, dx, xs, dw, n, dim, 1e-6f);
-        float *got = cu_get(g, dout, (size_t)n * os);
+        float *got = gh_get(g, dout, (size_t)n * os);
         for (int t = 0; t < n; t++) {
-            cu_all_finite(got + (size_t)t * os, dim, "rmsnorm row");
+            gh_all_finite(got + (size_t)t * os, dim, "rmsnorm row");
             for (int i = dim; i < os; i++)
                 cr_assert(isnan(got[(size_t)t * os + i]), "rmsnorm wrote the gap at row %d col %d", t, i);
-            double err = cu_rel_l2(got + (size_t)t * os, want + (size_t)t * os, dim);
+            double err = gh_rel_l2(got + (size_t)t * os, want + (size_t)t * os, dim);
             /* 1e-5: the CPU sums dim squares one by one in fp32, itself ~1e-6 off at 7168 */
             cr_expect_leq(err, 1e-5, "rmsnorm dim %d row %d: rel L2 %.3g", dim, t, err);
         }
         /* in place, dense rows */
-        float *xd = cu_randv((size_t)n * dim, 2.0f);
+        float *xd = gh_randv((size_t)n * dim, 2.0f);
         float *want2 = malloc((size_t)n * dim * sizeof(float));
         c->ops->rmsnorm(c, want2, dim, xd, dim, w, n, dim, 1e-6f);
-        float *dxd = cu_put(g, xd, (size_t)n * dim * sizeof(float));
+        float *dxd = gh_put(g, xd, (size_t)n * dim * sizeof(float));
         g->ops->rmsnorm(g, dxd, dim, dxd, dim, dw, n, dim, 1e-6f);
-        float *got2 = cu_get(g, dxd, (size_t)n * dim);
-        double err = cu_rel_l2(got2, want2, (size_t)n * dim);
+        float *got2 = gh_get(g, dxd, (size_t)n * dim);
+        double err = gh_rel_l2(got2, want2, (size_t)n * dim);
         cr_expect_leq(err, 1e-5, "rmsnorm in place dim %d: rel L2 %.3g", dim, err);
         free(x), free(w), free(want), free(got), free(xd), free(want2), free(got2);
         g->ops->free(g, dx), g->ops->free(g, dw), g->ops->free(g, dout), g->ops->free(g, dxd);
@@ -408,28 +320,28 @@ Test(cuda_ops, rmsnorm_strided_rows_and_in_place)
  * head, hs 0, inside kv_a's rows of 512 + 64): rotated lanes match, the rest is untouched. */
 Test(cuda_ops, rope_q_and_k_layouts)
 {
-    cu_seed();
-    sl_backend *g = cu_gpu(), *c = cu_cpu();
+    gh_seed();
+    sl_backend *g = gh_gpu(CU_BUDGET), *c = gh_cpu();
     enum { N = 5, R = 64 };
     static const int lay[][4] = {/* heads, ts, hs, offset */ {128, 128 * 192, 192, 128},
                                  {1, 576, 0, 512},
                                  {3, 3 * 20, 20, 14}};
     float inv[R / 2];
     for (int i = 0; i < R / 2; i++)
-        inv[i] = powf(10000.0f, -2.0f * i / R) * (1.0f + 0.01f * cu_randn());
+        inv[i] = powf(10000.0f, -2.0f * i / R) * (1.0f + 0.01f * gh_randn());
     int32_t pos[N] = {0, 1, 4095, 32767, rand() % 30000};
     for (int k = 0; k < 3; k++) {
         int heads = lay[k][0], ts = lay[k][1], hs = lay[k][2], off = lay[k][3];
         int rope = k == 2 ? 6 : R;
         size_t cnt = (size_t)N * ts;
-        float *x = cu_randv(cnt, 1.0f), *want = malloc(cnt * sizeof(float));
+        float *x = gh_randv(cnt, 1.0f), *want = malloc(cnt * sizeof(float));
         memcpy(want, x, cnt * sizeof(float));
         c->ops->rope(c, want + off, N, heads, ts, hs, rope, pos, inv, 1.23f);
-        float *dx = cu_put(g, x, cnt * sizeof(float));
-        int32_t *dpos = cu_put(g, pos, sizeof pos);
-        float *dinv = cu_put(g, inv, sizeof inv);
+        float *dx = gh_put(g, x, cnt * sizeof(float));
+        int32_t *dpos = gh_put(g, pos, sizeof pos);
+        float *dinv = gh_put(g, inv, sizeof inv);
         g->ops->rope(g, dx + off, N, heads, ts, hs, rope, dpos, dinv, 1.23f);
-        float *got = cu_get(g, dx, cnt);
+        float *got = gh_get(g, dx, cnt);
         double worst = 0;
         for (size_t i = 0; i < cnt; i++) {
             double d = fabs((double)got[i] - want[i]);
@@ -455,28 +367,28 @@ Test(cuda_ops, rope_q_and_k_layouts)
 
 Test(cuda_ops, silu_mul_add_zero)
 {
-    cu_seed();
-    sl_backend *g = cu_gpu(), *c = cu_cpu();
+    gh_seed();
+    sl_backend *g = gh_gpu(CU_BUDGET), *c = gh_cpu();
     size_t n = 2048 * 37 + 5;
-    float *a = cu_randv(n, 4.0f), *b = cu_randv(n, 1.0f), *want = malloc(n * sizeof(float));
-    float *da = cu_put(g, a, n * 4), *db = cu_put(g, b, n * 4), *dout = cu_poisoned(g, n);
+    float *a = gh_randv(n, 4.0f), *b = gh_randv(n, 1.0f), *want = malloc(n * sizeof(float));
+    float *da = gh_put(g, a, n * 4), *db = gh_put(g, b, n * 4), *dout = gh_poisoned(g, n);
     c->ops->silu_mul(c, want, a, b, n);
     g->ops->silu_mul(g, dout, da, db, n);
-    float *got = cu_get(g, dout, n);
-    cu_all_finite(got, n, "silu_mul");
-    cr_expect_leq(cu_rel_l2(got, want, n), 1e-6, "silu_mul: rel L2 %.3g", cu_rel_l2(got, want, n));
+    float *got = gh_get(g, dout, n);
+    gh_all_finite(got, n, "silu_mul");
+    cr_expect_leq(gh_rel_l2(got, want, n), 1e-6, "silu_mul: rel L2 %.3g", gh_rel_l2(got, want, n));
     float *silu = got;
 
     memcpy(want, a, n * 4);
     c->ops->add(c, want, b, n);
     g->ops->add(g, da, db, n);
-    got = cu_get(g, da, n);
+    got = gh_get(g, da, n);
     for (size_t i = 0; i < n; i++)
         cr_assert_eq(got[i], want[i], "add element %zu", i);
     free(got);
 
     g->ops->zero(g, dout, n - 3); /* the last 3 keep silu_mul's values */
-    got = cu_get(g, dout, n);
+    got = gh_get(g, dout, n);
     for (size_t i = 0; i < n; i++)
         cr_assert(i < n - 3 ? got[i] == 0.0f && !signbit(got[i]) : got[i] == silu[i],
                   "zero: element %zu is %f", i, (double)got[i]);
@@ -492,15 +404,15 @@ Test(cuda_ops, silu_mul_add_zero)
  * weighted scatter-add back (rows distinct within a call, as one expert's token list). */
 Test(cuda_ops, copy_gather_scatter_rows)
 {
-    cu_seed();
-    sl_backend *g = cu_gpu(), *c = cu_cpu();
+    gh_seed();
+    sl_backend *g = gh_gpu(CU_BUDGET), *c = gh_cpu();
     enum { T = 50, DIM = 7168, SS = 576, DS = 64, RD = 64 };
     /* copy_rows: 50 rows of 64 from stride 576 to stride 64 */
-    float *src = cu_randv((size_t)T * SS, 1.0f), *want = malloc((size_t)T * DS * 4);
+    float *src = gh_randv((size_t)T * SS, 1.0f), *want = malloc((size_t)T * DS * 4);
     c->ops->copy_rows(c, want, DS, src + 512, SS, T, RD);
-    float *dsrc = cu_put(g, src, (size_t)T * SS * 4), *ddst = cu_poisoned(g, (size_t)T * DS);
+    float *dsrc = gh_put(g, src, (size_t)T * SS * 4), *ddst = gh_poisoned(g, (size_t)T * DS);
     g->ops->copy_rows(g, ddst, DS, dsrc + 512, SS, T, RD);
-    float *got = cu_get(g, ddst, (size_t)T * DS);
+    float *got = gh_get(g, ddst, (size_t)T * DS);
     cr_assert_eq(memcmp(got, want, (size_t)T * DS * 4), 0, "copy_rows differs");
     free(src), free(want), free(got);
     g->ops->free(g, dsrc), g->ops->free(g, ddst);
@@ -517,21 +429,21 @@ Test(cuda_ops, copy_gather_scatter_rows)
     }
     for (int i = 0; i < K; i++)
         rows[i] = perm[i];
-    float *x = cu_randv((size_t)T * DIM, 1.0f), *y = cu_randv((size_t)T * DIM, 1.0f);
-    float *wts = cu_randv(K, 1.0f), *xg = cu_randv((size_t)K * DIM, 1.0f);
+    float *x = gh_randv((size_t)T * DIM, 1.0f), *y = gh_randv((size_t)T * DIM, 1.0f);
+    float *wts = gh_randv(K, 1.0f), *xg = gh_randv((size_t)K * DIM, 1.0f);
     float *wantg = malloc((size_t)K * DIM * 4), *wanty = malloc((size_t)T * DIM * 4);
     c->ops->gather_rows(c, wantg, x, rows, K, DIM);
     memcpy(wanty, y, (size_t)T * DIM * 4);
     c->ops->scatter_add_rows(c, wanty, xg, rows, wts, K, DIM);
-    float *dx = cu_put(g, x, (size_t)T * DIM * 4), *dy = cu_put(g, y, (size_t)T * DIM * 4);
-    float *dw = cu_put(g, wts, K * 4), *dxg = cu_put(g, xg, (size_t)K * DIM * 4);
-    int32_t *drows = cu_put(g, rows, sizeof rows);
-    float *dg = cu_poisoned(g, (size_t)K * DIM);
+    float *dx = gh_put(g, x, (size_t)T * DIM * 4), *dy = gh_put(g, y, (size_t)T * DIM * 4);
+    float *dw = gh_put(g, wts, K * 4), *dxg = gh_put(g, xg, (size_t)K * DIM * 4);
+    int32_t *drows = gh_put(g, rows, sizeof rows);
+    float *dg = gh_poisoned(g, (size_t)K * DIM);
     g->ops->gather_rows(g, dg, dx, drows, K, DIM);
     g->ops->scatter_add_rows(g, dy, dxg, drows, dw, K, DIM);
-    float *gotg = cu_get(g, dg, (size_t)K * DIM), *goty = cu_get(g, dy, (size_t)T * DIM);
+    float *gotg = gh_get(g, dg, (size_t)K * DIM), *goty = gh_get(g, dy, (size_t)T * DIM);
     cr_assert_eq(memcmp(gotg, wantg, (size_t)K * DIM * 4), 0, "gather_rows differs");
-    double err = cu_rel_l2(goty, wanty, (size_t)T * DIM);
+    double err = gh_rel_l2(goty, wanty, (size_t)T * DIM);
     cr_expect_leq(err, 1e-7, "scatter_add_rows: rel L2 %.3g", err);
     free(x), free(y), free(wts), free(xg), free(wantg), free(wanty), free(gotg), free(goty);
     g->ops->free(g, dx), g->ops->free(g, dy), g->ops->free(g, dw), g->ops->free(g, dxg);
@@ -553,18 +465,18 @@ static int cu_cmp_float(const void *a, const void *b)
 static void cu_check_route(sl_backend *g, sl_backend *c, int n, int E, int G, int TG, int K,
                            bool norm, float scale, bool with_bias)
 {
-    float *lg = cu_randv((size_t)n * E, 2.0f), *bias = with_bias ? cu_randv(E, 0.05f) : NULL;
+    float *lg = gh_randv((size_t)n * E, 2.0f), *bias = with_bias ? gh_randv(E, 0.05f) : NULL;
     int32_t *wi = malloc((size_t)n * K * 4), *gi;
     float *ww = malloc((size_t)n * K * 4), *gw;
     c->ops->moe_route(c, wi, ww, lg, bias, n, E, G, TG, K, norm, scale);
-    float *dlg = cu_put(g, lg, (size_t)n * E * 4), *dbias = bias ? cu_put(g, bias, E * 4) : NULL;
+    float *dlg = gh_put(g, lg, (size_t)n * E * 4), *dbias = bias ? gh_put(g, bias, E * 4) : NULL;
     int32_t *didx;
     cr_assert_eq(g->ops->alloc(g, (size_t)n * K * 4, (void **)&didx), 0);
-    float *dw = cu_poisoned(g, (size_t)n * K);
+    float *dw = gh_poisoned(g, (size_t)n * K);
     g->ops->moe_route(g, didx, dw, dlg, dbias, n, E, G, TG, K, norm, scale);
-    gi = (int32_t *)cu_get(g, didx, (size_t)n * K);
-    gw = cu_get(g, dw, (size_t)n * K);
-    cu_all_finite(gw, (size_t)n * K, "moe_route weights");
+    gi = (int32_t *)gh_get(g, didx, (size_t)n * K);
+    gw = gh_get(g, dw, (size_t)n * K);
+    gh_all_finite(gw, (size_t)n * K, "moe_route weights");
     int near_ties = 0;
     for (int t = 0; t < n; t++) {
         if (memcmp(gi + t * K, wi + t * K, K * 4) == 0) {
@@ -596,8 +508,8 @@ static void cu_check_route(sl_backend *g, sl_backend *c, int n, int E, int G, in
 
 Test(cuda_ops, moe_route_deepseek_and_small_configs)
 {
-    cu_seed();
-    sl_backend *g = cu_gpu(), *c = cu_cpu();
+    gh_seed();
+    sl_backend *g = gh_gpu(CU_BUDGET), *c = gh_cpu();
     cu_check_route(g, c, 64, 256, 8, 4, 8, true, 2.5f, true);   /* DeepSeek-V3 */
     cu_check_route(g, c, 33, 256, 8, 4, 8, false, 1.0f, false);
     cu_check_route(g, c, 20, 9, 3, 2, 3, true, 1.5f, true);     /* tiny-b */
@@ -614,8 +526,8 @@ static void cu_check_mla(sl_backend *g, sl_backend *c, sl_mla_dims d, int n, int
                          bool absorbed, int fmt, double tol)
 {
     int T = pos0 + n, nh = d.n_heads, qk = d.nope + d.rope, L = d.kv_lora;
-    float *q = cu_randv((size_t)n * nh * qk, 1.0f), *lat = cu_randv((size_t)T * L, 1.0f);
-    float *kr = cu_randv((size_t)T * d.rope, 1.0f);
+    float *q = gh_randv((size_t)n * nh * qk, 1.0f), *lat = gh_randv((size_t)T * L, 1.0f);
+    float *kr = gh_randv((size_t)T * d.rope, 1.0f);
     cu_weight w;
     cu_weight_make(g, &w, fmt, nh * (d.nope + d.v), L, 0);
     size_t cnt = (size_t)n * nh * d.v;
@@ -623,17 +535,17 @@ static void cu_check_mla(sl_backend *g, sl_backend *c, sl_mla_dims d, int n, int
     float *cs = malloc(c->ops->mla_scratch_floats(&d, n, T, absorbed) * 4);
     cr_assert(want && cs);
     c->ops->mla_attention(c, want, q, lat, kr, &w.host, n, pos0, &d, absorbed, cs);
-    float *dq = cu_put(g, q, (size_t)n * nh * qk * 4), *dlat = cu_put(g, lat, (size_t)T * L * 4);
-    float *dkr = cu_put(g, kr, (size_t)T * d.rope * 4);
-    float *dscratch = cu_poisoned(g, g->ops->mla_scratch_floats(&d, n, T, absorbed));
-    float *dout = cu_poisoned(g, cnt);
+    float *dq = gh_put(g, q, (size_t)n * nh * qk * 4), *dlat = gh_put(g, lat, (size_t)T * L * 4);
+    float *dkr = gh_put(g, kr, (size_t)T * d.rope * 4);
+    float *dscratch = gh_poisoned(g, g->ops->mla_scratch_floats(&d, n, T, absorbed));
+    float *dout = gh_poisoned(g, cnt);
     g->ops->mla_attention(g, dout, dq, dlat, dkr, &w.dev, n, pos0, &d, absorbed, dscratch);
-    float *got = cu_get(g, dout, cnt);
+    float *got = gh_get(g, dout, cnt);
     char what[160];
     snprintf(what, sizeof what, "mla %s heads %d nope %d rope %d v %d L %d n %d pos0 %d kv_b %s",
-             absorbed ? "absorbed" : "naive", nh, d.nope, d.rope, d.v, L, n, pos0, cu_fmt_name(fmt));
-    cu_all_finite(got, cnt, what);
-    double err = cu_rel_l2(got, want, cnt);
+             absorbed ? "absorbed" : "naive", nh, d.nope, d.rope, d.v, L, n, pos0, gh_fmt_name(fmt));
+    gh_all_finite(got, cnt, what);
+    double err = gh_rel_l2(got, want, cnt);
     cr_expect_leq(err, tol, "%s: rel L2 %.3g > %.1g", what, err, tol);
     cr_log_info("%s: rel L2 %.3g", what, err);
     free(q), free(lat), free(kr), free(want), free(cs), free(got);
@@ -646,8 +558,8 @@ static const sl_mla_dims cu_deepseek_mla = {128, 128, 64, 128, 512, 0.1352337f /
 
 Test(cuda_ops, mla_absorbed_decode_4k_and_32k_context)
 {
-    cu_seed();
-    sl_backend *g = cu_gpu(), *c = cu_cpu();
+    gh_seed();
+    sl_backend *g = gh_gpu(CU_BUDGET), *c = gh_cpu();
     cu_check_mla(g, c, cu_deepseek_mla, 1, 4095, true, SL_WF_F32, 1e-5);
     cu_check_mla(g, c, cu_deepseek_mla, 1, 32767, true, SL_WF_F32, 1e-5);
     g->ops->destroy(g);
@@ -657,8 +569,8 @@ Test(cuda_ops, mla_absorbed_decode_4k_and_32k_context)
 /* A prefill chunk over a cache prefix, both forms; the naive form with kv_b in every format. */
 Test(cuda_ops, mla_prefill_both_forms_deepseek_dims)
 {
-    cu_seed();
-    sl_backend *g = cu_gpu(), *c = cu_cpu();
+    gh_seed();
+    sl_backend *g = gh_gpu(CU_BUDGET), *c = gh_cpu();
     cu_check_mla(g, c, cu_deepseek_mla, 6, 90, true, SL_WF_F32, 1e-5);
     cu_check_mla(g, c, cu_deepseek_mla, 6, 90, false, SL_WF_F32, 1e-5);
     cu_check_mla(g, c, cu_deepseek_mla, 20, 0, false, SL_WF_BF16, 1e-5);
@@ -669,8 +581,8 @@ Test(cuda_ops, mla_prefill_both_forms_deepseek_dims)
 
 Test(cuda_ops, mla_odd_dims_every_format)
 {
-    cu_seed();
-    sl_backend *g = cu_gpu(), *c = cu_cpu();
+    gh_seed();
+    sl_backend *g = gh_gpu(CU_BUDGET), *c = gh_cpu();
     sl_mla_dims d = {3, 5, 6, 7, 9, 0.3f};
     sl_mla_dims a = {4, 32, 16, 32, 136, 0.2f}; /* tiny-a */
     sl_mla_dims b = {2, 48, 32, 40, 96, 0.15f}; /* tiny-b */
@@ -692,9 +604,9 @@ Test(cuda_ops, mla_odd_dims_every_format)
  * naming the op; later ops are skipped and the error stays. */
 Test(cuda_ops, errors_are_sticky_and_name_the_op)
 {
-    sl_backend *g = cu_gpu();
+    sl_backend *g = gh_gpu(CU_BUDGET);
     float h[64] = {0};
-    float *x = cu_put(g, h, sizeof h), *out = cu_put(g, h, sizeof h);
+    float *x = gh_put(g, h, sizeof h), *out = gh_put(g, h, sizeof h);
     sl_weight bad = {4, 16, 99, x};
     g->ops->matmul(g, out, x, &bad, 1);
     float back[64];
@@ -709,19 +621,19 @@ Test(cuda_ops, errors_are_sticky_and_name_the_op)
     g->ops->destroy(g);
 
     /* a token id outside the table, found by the kernel */
-    g = cu_gpu();
+    g = gh_gpu(CU_BUDGET);
     float tab[4 * 8] = {0};
     int32_t ids[2] = {1, 4};
-    sl_weight t = {4, 8, SL_WF_F32, cu_put(g, tab, sizeof tab)};
-    int32_t *dids = cu_put(g, ids, sizeof ids);
-    float *eo = cu_poisoned(g, 16);
+    sl_weight t = {4, 8, SL_WF_F32, gh_put(g, tab, sizeof tab)};
+    int32_t *dids = gh_put(g, ids, sizeof ids);
+    float *eo = gh_poisoned(g, 16);
     g->ops->embed(g, eo, &t, dids, 2);
     cr_assert_eq(g->ops->download(g, back, eo, 16 * 4), SL_E_DEVICE);
     cr_assert(strstr(sl_cuda_backend_error(g), "embed"), "message: %s", sl_cuda_backend_error(g));
     g->ops->destroy(g);
 
     /* freeing a pointer the arena did not hand out */
-    g = cu_gpu();
+    g = gh_gpu(CU_BUDGET);
     g->ops->free(g, (void *)h);
     cr_assert_eq(sl_cuda_sync(g, &e), SL_E_DEVICE);
     cr_assert(strstr(e.msg, "free"), "message: %s", e.msg);
@@ -730,8 +642,8 @@ Test(cuda_ops, errors_are_sticky_and_name_the_op)
 
 Test(cuda_ops, arena_reuses_and_merges_freed_blocks)
 {
-    cu_seed();
-    sl_backend *g = cu_gpu();
+    gh_seed();
+    sl_backend *g = gh_gpu(CU_BUDGET);
     size_t cap, used, peak;
     sl_cuda_arena_stats(g, &cap, &used, &peak);
     cr_assert_eq(used, 0);
@@ -761,12 +673,12 @@ Test(cuda_ops, arena_reuses_and_merges_freed_blocks)
 /* upload on the copy stream -> "ready" -> compute waits, adds, records "free" -> host waits. */
 Test(cuda_ops, events_order_copy_and_compute_streams)
 {
-    cu_seed();
-    sl_backend *g = cu_gpu();
+    gh_seed();
+    sl_backend *g = gh_gpu(CU_BUDGET);
     sl_error e = {0};
     size_t n = 1 << 20;
-    float *a = cu_randv(n, 1.0f), *b = cu_randv(n, 1.0f);
-    float *da = cu_put(g, a, n * 4), *db;
+    float *a = gh_randv(n, 1.0f), *b = gh_randv(n, 1.0f);
+    float *da = gh_put(g, a, n * 4), *db;
     cr_assert_eq(g->ops->alloc(g, n * 4, (void **)&db), 0);
     sl_cuda_event *ready, *done;
     cr_assert_eq(sl_cuda_event_create(g, &ready, &e), 0, "%s", e.msg);
@@ -779,7 +691,7 @@ Test(cuda_ops, events_order_copy_and_compute_streams)
     cr_assert_eq(sl_cuda_copy_wait(g, done, &e), 0, "%s", e.msg);
     cr_assert_eq(sl_cuda_event_wait(done, &e), 0, "%s", e.msg);
     cr_assert_eq(sl_cuda_event_query(done, &e), 1);
-    float *got = cu_get(g, da, n);
+    float *got = gh_get(g, da, n);
     for (size_t i = 0; i < n; i++)
         cr_assert_eq(got[i], a[i] + b[i], "element %zu", i);
     sl_cuda_event_destroy(ready);
