@@ -395,24 +395,26 @@ Test(stream, budget_below_minimum_names_it)
     b->ops->destroy(b);
 }
 
-/* Corrupting one expert chunk on disk: the run stops with an error naming that chunk. */
-Test(stream, corrupt_expert_chunk_stops_with_checksum_error)
+/* Copy fixture's .sluice, flip one byte inside every chunk of `kind` in `layer`, run it streamed
+ * (cores streamed when stream_cores) and expect the run to stop with an error that names `label`
+ * and says the chunk is bad. Returns the number of chunks corrupted. */
+static int strm_corrupt_run(const char *fixture, int kind, int layer, bool stream_cores,
+                            const char *label)
 {
     char path[256], bad[300];
-    strm_convert("tiny-b-bf16", path, sizeof path);
-    snprintf(bad, sizeof bad, "%s.bad", path);
+    strm_convert(fixture, path, sizeof path);
+    snprintf(bad, sizeof bad, "%s.bad-%d-%d", path, kind, layer);
     char cmd[700];
     snprintf(cmd, sizeof cmd, "cp '%s' '%s'", path, bad);
     cr_assert_eq(system(cmd), 0);
     sl_sluice *f;
     sl_error e = {0};
     cr_assert_eq(sl_sluice_open(bad, &f, &e), 0, "%s", e.msg);
-    /* flip a byte in the middle of every expert chunk of the last layer */
     FILE *fp = fopen(bad, "r+b");
     int flipped = 0;
     for (size_t i = 0; i < sl_sluice_chunk_count(f); i++) {
         const sl_sluice_chunk *c = sl_sluice_chunk_at(f, i);
-        if (c->kind != SL_CHUNK_EXPERT || c->layer != 3)
+        if (c->kind != kind || c->layer != layer)
             continue;
         long at = (long)(c->offset + c->stored_size / 2);
         fseek(fp, at, SEEK_SET);
@@ -423,23 +425,30 @@ Test(stream, corrupt_expert_chunk_stops_with_checksum_error)
     }
     fclose(fp);
     sl_sluice_close(f);
-    cr_assert_gt(flipped, 0);
 
     sl_backend *b;
     cr_assert_eq(sl_cpu_backend_create(2, &b, &e), 0);
     sl_stream *st;
     sl_model *m;
-    sl_stream_opts so = {.host_budget = 1 << 26, .workers = 2, .prefetch = true, .max_tokens = 64};
+    sl_stream_opts so = {.host_budget = 1 << 26, .workers = 2, .prefetch = true, .max_tokens = 64,
+                         .stream_cores = stream_cores};
     cr_assert_eq(sl_stream_open(bad, b, &so, &st, &m, &e), 0, "%s", e.msg);
     strm_run r;
     int rc = strm_generate(m, &r, &e);
-    cr_assert_neq(rc, 0, "a corrupt expert must stop the run");
-    cr_assert(strstr(e.msg, "layer 3") && (strstr(e.msg, "checksum") || strstr(e.msg, "zstd") || strstr(e.msg, "corrupt")),
-              "message: %s", e.msg);
+    cr_assert_neq(rc, 0, "a corrupt chunk (%s) must stop the run", label);
+    cr_assert(strstr(e.msg, label) && (strstr(e.msg, "checksum") || strstr(e.msg, "zstd") ||
+                                       strstr(e.msg, "corrupt")), "message: %s", e.msg);
     free(r.logits);
     sl_stream_close(st);
     b->ops->destroy(b);
     unlink(bad);
+    return flipped;
+}
+
+/* Corrupting the expert chunks of one layer on disk: the run stops with an error naming one. */
+Test(stream, corrupt_expert_chunk_stops_with_checksum_error)
+{
+    cr_assert_gt(strm_corrupt_run("tiny-b-bf16", SL_CHUNK_EXPERT, 3, false, "layer 3"), 0);
 }
 
 /* A streamed layer core that fails its checksum stops the run with an error naming the core
@@ -447,48 +456,7 @@ Test(stream, corrupt_expert_chunk_stops_with_checksum_error)
  * dense in tiny-a, so nothing of its core is read at open (a MoE layer's router would be). */
 Test(stream, corrupt_streamed_core_stops_with_checksum_error)
 {
-    char path[256], bad[300];
-    strm_convert("tiny-a-bf16", path, sizeof path);
-    snprintf(bad, sizeof bad, "%s.badcore", path);
-    char cmd[700];
-    snprintf(cmd, sizeof cmd, "cp '%s' '%s'", path, bad);
-    cr_assert_eq(system(cmd), 0);
-    sl_sluice *f;
-    sl_error e = {0};
-    cr_assert_eq(sl_sluice_open(bad, &f, &e), 0, "%s", e.msg);
-    FILE *fp = fopen(bad, "r+b");
-    int flipped = 0;
-    for (size_t i = 0; i < sl_sluice_chunk_count(f); i++) {
-        const sl_sluice_chunk *c = sl_sluice_chunk_at(f, i);
-        if (c->kind != SL_CHUNK_CORE || c->layer != 0)
-            continue;
-        long at = (long)(c->offset + c->stored_size / 3);
-        fseek(fp, at, SEEK_SET);
-        int ch = fgetc(fp);
-        fseek(fp, at, SEEK_SET);
-        fputc(ch ^ 0x21, fp);
-        flipped++;
-    }
-    fclose(fp);
-    sl_sluice_close(f);
-    cr_assert_eq(flipped, 1);
-
-    sl_backend *b;
-    cr_assert_eq(sl_cpu_backend_create(2, &b, &e), 0);
-    sl_stream *st;
-    sl_model *m;
-    sl_stream_opts so = {.host_budget = 1 << 26, .workers = 2, .prefetch = true, .max_tokens = 64,
-                         .stream_cores = true};
-    cr_assert_eq(sl_stream_open(bad, b, &so, &st, &m, &e), 0, "%s", e.msg);
-    strm_run r;
-    int rc = strm_generate(m, &r, &e);
-    cr_assert_neq(rc, 0, "a corrupt layer core must stop the run");
-    cr_assert(strstr(e.msg, "layer 0 core") && (strstr(e.msg, "checksum") || strstr(e.msg, "zstd") ||
-                                                 strstr(e.msg, "corrupt")), "message: %s", e.msg);
-    free(r.logits);
-    sl_stream_close(st);
-    b->ops->destroy(b);
-    unlink(bad);
+    cr_assert_eq(strm_corrupt_run("tiny-a-bf16", SL_CHUNK_CORE, 0, true, "layer 0 core"), 1);
 }
 
 /* The file shrinking under a running engine is a read error, reported, not a hang. */
