@@ -19,6 +19,8 @@ typedef struct loader {
     const sl_config *c;
     sl_backend *b;
     sl_error *e;
+    sl_layer_weights *lw; /* the layer being loaded, and its index */
+    int layer;
 } loader;
 
 static int place(loader *L, const char *name, const void *host, size_t bytes, void **dev)
@@ -97,32 +99,28 @@ static int load_core_tensor(void *ctx, const char *name, sl_core_kind kind, int 
     return load_mat_as(L, name, rows, cols, kind == SL_CORE_MAT_F32, mat);
 }
 
-/* The shell keeps, of a layer, only what the next-layer expert guess needs resident: its FFN
- * norm and router. */
-static int load_router(loader *L, int i, sl_layer_weights *lw)
+/* The shell keeps, of a layer's core, only what the next-layer expert guess needs resident: the
+ * FFN norm and, in a MoE layer, the router and its bias. */
+static int load_shell_tensor(void *ctx, const char *name, sl_core_kind kind, int rows, int cols,
+                             float **vec, sl_weight *mat)
 {
-    const sl_config *c = L->c;
-    char n[256];
-    lw->moe = sl_layer_is_moe(c, i);
-    if (!lw->moe)
+    loader *L = ctx;
+    sl_layer_weights *lw = L->lw;
+    if (vec != &lw->ffn_norm && vec != &lw->router_bias && mat != &lw->router)
         return 0;
-    int rc;
-    snprintf(n, sizeof n, "model.layers.%d.post_attention_layernorm.weight", i);
-    if ((rc = load_vec(L, n, c->hidden_size, &lw->ffn_norm)))
-        return rc;
-    snprintf(n, sizeof n, "model.layers.%d.mlp.gate.weight", i);
-    if ((rc = load_mat(L, n, c->n_routed_experts, c->hidden_size, &lw->router)))
-        return rc;
-    snprintf(n, sizeof n, "model.layers.%d.mlp.gate.e_score_correction_bias", i);
-    return load_vec(L, n, c->n_routed_experts, &lw->router_bias);
+    if (vec == &lw->ffn_norm && !sl_layer_is_moe(L->c, L->layer))
+        return 0;
+    return load_core_tensor(ctx, name, kind, rows, cols, vec, mat);
 }
 
 static int load_layer(loader *L, int i, sl_layer_weights *lw)
 {
     const sl_config *c = L->c;
+    L->lw = lw;
+    L->layer = i;
+    int rc = sl_core_tensors(c, i, lw, L->parts == PARTS_SHELL ? load_shell_tensor : load_core_tensor, L);
     if (L->parts == PARTS_SHELL)
-        return load_router(L, i, lw);
-    int rc = sl_core_tensors(c, i, lw, load_core_tensor, L);
+        return rc;
     if (rc || !lw->moe || L->parts == PARTS_CORES)
         return rc;
     int E = c->n_routed_experts, H = c->hidden_size, W = c->moe_intermediate_size;
@@ -175,7 +173,7 @@ static int load_model(sl_weight_source *src, sl_backend *b, int max_tokens, int 
     m->cfg = *src->config;
     const sl_config *c = &m->cfg;
     int rc = check_config(c, src->path, e);
-    loader L = {parts, src, c, b, e};
+    loader L = {parts, src, c, b, e, NULL, 0};
     if (rc == 0 && !(m->w.layers = calloc((size_t)c->num_hidden_layers, sizeof(sl_layer_weights))))
         rc = sl_errorf(e, SL_E_NOMEM, "%s: no memory", src->path);
     if (rc == 0)
@@ -241,7 +239,7 @@ int sl_model_load_path(const char *path, sl_backend *b, int max_tokens, sl_model
 
 int sl_model_load_cores(sl_model *m, sl_weight_source *src, sl_error *e)
 {
-    loader L = {PARTS_CORES, src, &m->cfg, m->b, e};
+    loader L = {PARTS_CORES, src, &m->cfg, m->b, e, NULL, 0};
     for (int i = 0; i < m->cfg.num_hidden_layers; i++) {
         int rc = sl_core_tensors(&m->cfg, i, &m->w.layers[i], load_core_tensor, &L);
         if (rc)
