@@ -96,10 +96,11 @@ bench: $(BENCH_BINS)
 $(BUILD)/bench/codec: bench/codec.c $(BUILD)/libsluice.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libsluice.a $(LDLIBS)
-$(BUILD)/bench/kernels: bench/kernels.cu $(BUILD)/libsluice.a
+KERNELS_BENCH_SRC := $(wildcard bench/kernels*.cu)
+$(BUILD)/bench/kernels: $(KERNELS_BENCH_SRC) bench/kernels.h $(BUILD)/libsluice.a
 	@mkdir -p $(dir $@)
 	$(NVCC) -O2 -std=c++17 -I. $(foreach a,$(CUDA_ARCHS),-gencode arch=compute_$(a),code=sm_$(a)) \
-	    -o $@ $< $(BUILD)/libsluice.a -lcublas $(filter-out -lcudart_static,$(LDLIBS)) -lcudart_static
+	    -o $@ $(KERNELS_BENCH_SRC) $(BUILD)/libsluice.a -lcublas $(filter-out -lcudart_static,$(LDLIBS)) -lcudart_static
 
 lint:
 	clang-format --dry-run --Werror $(LIB_SRC) $(CLI_SRC) $(wildcard */*.h)
