@@ -1,0 +1,100 @@
+#!/usr/bin/env python3
+"""How far bf16 activations move the fixtures' logits in transformers itself: the independent
+oracle for the tolerance of sluice's bf16-activation mode (cuda/cuda.h, sl_cuda_set_activations).
+
+For each fixture in tests/fixtures (made by tools/make_reference.py), the model is rebuilt in
+transformers from the fixture's own safetensors (fp8 weights dequantized as q * scale_inv, as the
+reference was), and the fixture's sequence (prompt + greedy[:-1]) is run three ways:
+  fp32        must give logits.f32 back (checks the rebuild);
+  bf16-inputs fp32 model, every linear layer's input rounded to bf16 (nearest even) where it is
+              read: what sluice's bf16 mode does in its many-token matrix products;
+  bf16        the model cast to bfloat16 throughout (what "running the reference in bf16" means).
+It prints, per fixture and way, the worst and median relative L2 of the logits rows against
+logits.f32, and writes the bf16-inputs logits to OUTDIR/<fixture>-logits-bf16-inputs.f32.
+
+    python3 tools/bf16_reference.py tests/fixtures OUTDIR
+"""
+import json
+import os
+import sys
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+from transformers import DeepseekV3ForCausalLM
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import make_reference as mr  # noqa: E402  (CONFIGS, hf_config, load_into_transformers)
+
+
+def fixture_weights(d):
+    """The fixture's tensors as fp32, fp8 ones dequantized with their 128x128 block scales."""
+    t = {}
+    for f in sorted(os.listdir(d)):
+        if f.endswith(".safetensors"):
+            t.update(load_file(os.path.join(d, f)))
+    out = {}
+    for n, v in t.items():
+        if n.endswith("_scale_inv"):
+            continue
+        s = t.get(n + "_scale_inv")
+        v = v.float()
+        if s is not None:
+            s = s.float().repeat_interleave(128, 0).repeat_interleave(128, 1)
+            v = v * s[: v.shape[0], : v.shape[1]]
+        out[n] = v
+    return out
+
+
+def rel_l2(a, b):
+    return ((a - b).norm(dim=-1) / b.norm(dim=-1)).tolist()
+
+
+calls = {"n": 0}
+_linear = F.linear
+
+
+def linear_bf16_inputs(x, w, b=None):
+    calls["n"] += 1
+    return _linear(x.to(torch.bfloat16).to(x.dtype), w, b)
+
+
+def main():
+    if len(sys.argv) != 3:
+        raise SystemExit("usage: bf16_reference.py FIXTURES OUTDIR")
+    root, outdir = sys.argv[1], sys.argv[2]
+    os.makedirs(outdir, exist_ok=True)
+    torch.set_num_threads(8)
+    for name in sorted(os.listdir(root)):
+        d = os.path.join(root, name)
+        if not os.path.exists(os.path.join(d, "logits.f32")):
+            continue
+        cfg_name = name.rsplit("-", 1)[0]
+        ref = json.load(open(os.path.join(d, "reference.json")))
+        want = torch.from_numpy(
+            __import__("numpy").fromfile(os.path.join(d, "logits.f32"), dtype="<f4")).view(
+                ref["logits_rows"], ref["vocab"])
+        seq = torch.tensor([(ref["prompt"] + ref["greedy"])[:-1]])
+        model = mr.load_into_transformers(mr.hf_config(mr.CONFIGS[cfg_name]), fixture_weights(d),
+                                          os.path.join("/tmp/bf16_reference", name))
+        with torch.no_grad():
+            got = {"fp32": model(seq).logits[0].float()}
+            calls["n"] = 0
+            F.linear = linear_bf16_inputs
+            try:
+                got["bf16-inputs"] = model(seq).logits[0].float()
+            finally:
+                F.linear = _linear
+            n_rounded = calls["n"]
+            got["bf16"] = model.to(torch.bfloat16)(seq).logits[0].float()
+        for way, lg in got.items():
+            e = torch.tensor(rel_l2(lg, want))
+            print(f"{name} {way:12s} rel L2 vs logits.f32: worst {e.max():.3g} median {e.median():.3g}"
+                  f" (rows {len(e)}{', linear calls rounded ' + str(n_rounded) if way == 'bf16-inputs' else ''})",
+                  flush=True)
+        got["bf16-inputs"].numpy().astype("<f4").tofile(
+            os.path.join(outdir, f"{name}-logits-bf16-inputs.f32"))
+
+
+if __name__ == "__main__":
+    main()
