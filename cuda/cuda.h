@@ -111,6 +111,7 @@ typedef enum {
     SL_CUDA_GEMM_SIMT = 1,
     SL_CUDA_GEMM_TC = 2,
     SL_CUDA_GEMM_CUBLAS = 3,
+    SL_CUDA_GEMM_WGMMA = 4,
 } sl_cuda_gemm_path;
 int sl_cuda_set_gemm_path(sl_backend *b, sl_cuda_gemm_path path, int token_tile, sl_error *e);
 

@@ -23,6 +23,7 @@
 // scale FMAs and the decode of 8 codes. Many tokens therefore go to cuBLAS where that wins.
 // Figures: bench/results/gemm-h100-2026-11-24.md.
 #include "cuda/internal.cuh"
+#include "cuda/cp_async.cuh"
 #include "cuda/tc_frag.cuh"
 
 namespace {
@@ -38,31 +39,6 @@ __device__ __forceinline__ void tc_mma(float d[4], uint32_t a0, uint32_t a1, uin
         "{%0,%1,%2,%3};\n"
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
         : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
-
-// Copy `valid` (0..16) bytes from global to shared memory, zero-filling the rest of the 16.
-__device__ __forceinline__ void cp_async16(void *dst, const void *src, int valid)
-{
-    unsigned s = (unsigned)__cvta_generic_to_shared(dst);
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(src), "r"(valid) : "memory");
-}
-__device__ __forceinline__ void cp_async4(void *dst, const void *src, int valid)
-{
-    unsigned s = (unsigned)__cvta_generic_to_shared(dst);
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(s), "l"(src), "r"(valid) : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-// Wait until at most n (0..6) of this thread's copy groups are pending.
-__device__ __forceinline__ void cp_async_wait(int n)
-{
-    switch (n) {
-    case 0: asm volatile("cp.async.wait_group 0;\n" ::: "memory"); break;
-    case 1: asm volatile("cp.async.wait_group 1;\n" ::: "memory"); break;
-    case 2: asm volatile("cp.async.wait_group 2;\n" ::: "memory"); break;
-    case 3: asm volatile("cp.async.wait_group 3;\n" ::: "memory"); break;
-    case 4: asm volatile("cp.async.wait_group 4;\n" ::: "memory"); break;
-    default: asm volatile("cp.async.wait_group 5;\n" ::: "memory"); break;
-    }
 }
 
 // ---- the stage layout ----------------------------------------------------------------------------
@@ -458,12 +434,8 @@ static void tc_run(sl_cuda_ctx *c, tc_args a, size_t work_floats)
     dim3 grid((unsigned)tm, (unsigned)tn, (unsigned)a.splits);
     kern<<<grid, TC_THREADS, smem, c->compute>>>(a);
     CUDA_LAUNCHED(c, "matmul (tensor cores)");
-    if (a.splits > 1) {
-        size_t total = (size_t)a.n * rows;
-        unsigned blocks = sl_cuda_blocks(total, 256), cap = (unsigned)c->sm_count * 8;
-        tc_reduce_kernel<<<blocks < cap ? blocks : cap, 256, 0, c->compute>>>(a.out, a.work, total, a.splits);
-        CUDA_LAUNCHED(c, "matmul (tensor cores, split-K sum)");
-    }
+    if (a.splits > 1)
+        sl_cuda_tc_sum_splits(c, a.out, a.work, (size_t)a.n * rows, a.splits);
 }
 
 // The token tile: a pinned one (sl_cuda_set_gemm_path), else the smallest that holds n, up to 64.
@@ -597,6 +569,19 @@ static bool tc_use_blas(const sl_cuda_ctx *c, const sl_wdev &w, int n, bool lo)
     return n >= (w.cols <= TC_SHORT_K ? TC_BLAS_MIN_QUANT_SHORT_K : TC_BLAS_MIN_QUANT);
 }
 
+// Where the wgmma kernel (sm_90, bf16-activation mode) takes the call: pinned, or automatically
+// for quantized weights from TC_WGMMA_MIN tokens (bench/results/gemm-h100-2026-12-06.md).
+enum { TC_WGMMA_MIN = 65 };
+
+static bool tc_use_wgmma(const sl_cuda_ctx *c, const sl_wdev &w, int n)
+{
+    if (!c->act_bf16)
+        return false;
+    if (c->gemm_path == SL_CUDA_GEMM_WGMMA)
+        return true;
+    return c->gemm_path == SL_CUDA_GEMM_AUTO && w.fmt != SL_WF_BF16 && n >= TC_WGMMA_MIN;
+}
+
 } // namespace
 
 bool sl_cuda_gemm_tc(sl_cuda_ctx *c, float *out, const float *x, const sl_weight *wt, int n)
@@ -605,6 +590,8 @@ bool sl_cuda_gemm_tc(sl_cuda_ctx *c, float *out, const float *x, const sl_weight
         return false;
     sl_wdev w = sl_cuda_wdev(wt);
     bool lo = !c->act_bf16;
+    if (tc_use_wgmma(c, w, n) && sl_cuda_gemm_wgmma(c, out, x, wt, n))
+        return true;
     if (tc_use_blas(c, w, n, lo) && tc_blas(c, out, x, w, n, lo))
         return true;
     // tokens per launch: their activations take at most half the workspace, partial sums the rest
@@ -623,4 +610,16 @@ bool sl_cuda_gemm_tc(sl_cuda_ctx *c, float *out, const float *x, const sl_weight
     default: return false;
     }
     return true;
+}
+
+void sl_cuda_tc_act_bf16(sl_cuda_ctx *c, const float *x, int n, int K, int kp, uint16_t *hi)
+{
+    act_split<0>(c, x, n, K, kp, hi, NULL);
+}
+
+void sl_cuda_tc_sum_splits(sl_cuda_ctx *c, float *out, const float *work, size_t total, int splits)
+{
+    unsigned blocks = sl_cuda_blocks(total, 256), cap = (unsigned)c->sm_count * 8;
+    tc_reduce_kernel<<<blocks < cap ? blocks : cap, 256, 0, c->compute>>>(out, work, total, splits);
+    CUDA_LAUNCHED(c, "matmul (tensor cores, split-K sum)");
 }
