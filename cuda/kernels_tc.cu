@@ -518,8 +518,13 @@ static bool tc_blas(sl_cuda_ctx *c, float *out, const float *x, const sl_wdev &w
     const int K = (int)w.cols, kp = (K + 7) / 8 * 8, fmt = w.fmt;
     size_t work = c->work_floats * sizeof(float);
     size_t room = work > (size_t)2 * SL_CUDA_BLAS_WS ? work - SL_CUDA_BLAS_WS : 0;
-    long long wrows = w.rows; // rows per weight copy: all of them, or what half the room holds
-    if (fmt != SL_WF_BF16 && (size_t)w.rows * K * 2 > room / 2)
+    // rows per weight copy: all of them when the copy and every token's activations fit, else
+    // what half the room holds. (Half alone splits a 28 MiB expert copy, 2048 x 7168, into 2046
+    // rows and 2 once the GEMV counters took 64 KiB of the 64 MiB workspace: 4x slower, since each
+    // block repeats the activation pass; bench/results/gemm-h100-2026-12-06.md.)
+    long long wrows = w.rows;
+    size_t xall = (size_t)n * kp * 2 * (lo ? 2 : 1), wall = ((size_t)w.rows * K * 2 + 255) / 256 * 256;
+    if (fmt != SL_WF_BF16 && wall > room / 2 && wall + xall > room)
         wrows = (long long)(room / 2 / ((size_t)K * 2));
     size_t wpart = fmt == SL_WF_BF16 ? 0 : ((size_t)wrows * K * 2 + 255) / 256 * 256;
     long long nc = wrows < 1 ? 0 : (long long)((room - wpart) / ((size_t)kp * 2 * (lo ? 2 : 1)));
@@ -570,8 +575,10 @@ static bool tc_use_blas(const sl_cuda_ctx *c, const sl_wdev &w, int n, bool lo)
 }
 
 // Where the wgmma kernel (sm_90, bf16-activation mode) takes the call: pinned, or automatically
-// for quantized weights from TC_WGMMA_MIN tokens (bench/results/gemm-h100-2026-12-06.md).
-enum { TC_WGMMA_MIN = 65 };
+// for quantized weights from TC_WGMMA_MIN up to TC_WGMMA_MAX tokens, between the fused kernel
+// (0.67-0.88x at 64 tokens, wgmma 0.56-0.71) and cuBLAS on a bf16 copy (bench/results/gemm-h100-
+// 2026-12-06.md).
+enum { TC_WGMMA_MIN = 96, TC_WGMMA_MAX = 512 };
 
 static bool tc_use_wgmma(const sl_cuda_ctx *c, const sl_wdev &w, int n)
 {
@@ -579,7 +586,8 @@ static bool tc_use_wgmma(const sl_cuda_ctx *c, const sl_wdev &w, int n)
         return false;
     if (c->gemm_path == SL_CUDA_GEMM_WGMMA)
         return true;
-    return c->gemm_path == SL_CUDA_GEMM_AUTO && w.fmt != SL_WF_BF16 && n >= TC_WGMMA_MIN;
+    return c->gemm_path == SL_CUDA_GEMM_AUTO && w.fmt != SL_WF_BF16 && n >= TC_WGMMA_MIN &&
+           n < TC_WGMMA_MAX;
 }
 
 } // namespace

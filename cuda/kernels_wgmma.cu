@@ -186,10 +186,10 @@ template <int FMT, int BN>
 static bool wg_run(sl_cuda_ctx *c, wg_args a, size_t work_floats)
 {
     constexpr int SB = wg_stage<FMT, BN>::BYTES;
-    // shared memory: two blocks an SM at BN = 128 (3 stages for 1-byte weights), one at 256
-    int budget = BN == 128 ? 113 * 1024 : c->smem_optin;
-    budget = budget < c->smem_optin ? budget : c->smem_optin;
-    int S = c->wg_stages ? c->wg_stages : (budget - 1024 - 2 * WG_D) / SB;
+    // stages: as many as one block's shared memory holds, up to 6 (the weights come from DRAM and
+    // are waited for S - 2 steps after they are asked for: 3 stages, two 128-token blocks an SM,
+    // measured ~25 us at 128 tokens whatever the format, 6 ... (gemm-h100-2026-12-06.md))
+    int S = c->wg_stages ? c->wg_stages : (c->smem_optin - 1024 - 2 * WG_D) / SB;
     S = S < 2 ? 2 : S > 6 ? 6 : S;
     size_t smem = 1024 + 2 * WG_D + (size_t)S * SB;
     if (smem > (size_t)c->smem_optin)
@@ -264,7 +264,9 @@ bool sl_cuda_gemm_wgmma(sl_cuda_ctx *c, float *out, const float *x, const sl_wei
     // whole 64-column stages, 16-byte aligned rows, 4-byte aligned scale pairs
     if (w.cols % 64 || ((uintptr_t)w.data & 15) || ((uintptr_t)w.scales & 3))
         return false;
-    int bn = c->gemm_tile == 256 ? 256 : 128;
+    // 256 tokens a block past 128: twice the products per decoded weight (measured 0.52-0.54x
+    // vs 0.45-0.49x at 256 tokens on 2048x7168)
+    int bn = c->gemm_tile == 256 || (c->gemm_tile != 128 && n > 128) ? 256 : 128;
     switch (w.fmt) {
     case SL_WF_BF16: return wg_matmul<SL_WF_BF16>(c, out, x, w, n, bn);
     case SL_WF_FP8: return wg_matmul<SL_WF_FP8>(c, out, x, w, n, bn);
