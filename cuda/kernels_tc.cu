@@ -575,10 +575,11 @@ static bool tc_use_blas(const sl_cuda_ctx *c, const sl_wdev &w, int n, bool lo)
 }
 
 // Where the wgmma kernel (sm_90, bf16-activation mode) takes the call: pinned, or automatically
-// for quantized weights from TC_WGMMA_MIN up to TC_WGMMA_MAX tokens, between the fused kernel
-// (0.67-0.88x at 64 tokens, wgmma 0.56-0.71) and cuBLAS on a bf16 copy (bench/results/gemm-h100-
-// 2026-12-06.md).
-enum { TC_WGMMA_MIN = 96, TC_WGMMA_MAX = 512 };
+// for quantized weights from TC_WGMMA_MIN tokens, below TC_WGMMA_MAX (TC_WGMMA_MAX_SHORT_K when
+// cols <= TC_SHORT_K), between the fused kernel (0.66-0.88x at 64 tokens, wgmma 0.56-0.71) and
+// cuBLAS on a bf16 copy: at 256 tokens wgmma 0.52-0.54x vs 0.47-0.50 on 2048x7168, 0.40-0.41 vs
+// 0.46-0.50 on 7168x2048 (bench/results/gemm-h100-2026-12-06.md).
+enum { TC_WGMMA_MIN = 96, TC_WGMMA_MAX = 512, TC_WGMMA_MAX_SHORT_K = 256 };
 
 static bool tc_use_wgmma(const sl_cuda_ctx *c, const sl_wdev &w, int n)
 {
@@ -587,7 +588,7 @@ static bool tc_use_wgmma(const sl_cuda_ctx *c, const sl_wdev &w, int n)
     if (c->gemm_path == SL_CUDA_GEMM_WGMMA)
         return true;
     return c->gemm_path == SL_CUDA_GEMM_AUTO && w.fmt != SL_WF_BF16 && n >= TC_WGMMA_MIN &&
-           n < TC_WGMMA_MAX;
+           n < (w.cols <= TC_SHORT_K ? TC_WGMMA_MAX_SHORT_K : TC_WGMMA_MAX);
 }
 
 } // namespace

@@ -186,10 +186,12 @@ template <int FMT, int BN>
 static bool wg_run(sl_cuda_ctx *c, wg_args a, size_t work_floats)
 {
     constexpr int SB = wg_stage<FMT, BN>::BYTES;
-    // stages: as many as one block's shared memory holds, up to 6 (the weights come from DRAM and
-    // are waited for S - 2 steps after they are asked for: 3 stages, two 128-token blocks an SM,
-    // measured ~25 us at 128 tokens whatever the format, 6 ... (gemm-h100-2026-12-06.md))
-    int S = c->wg_stages ? c->wg_stages : (c->smem_optin - 1024 - 2 * WG_D) / SB;
+    // stages: what two blocks an SM leave at BN = 128 (3 for 1-byte weights), one at 256 (4).
+    // The weights come from DRAM and are waited for S - 2 steps after they are asked for, so
+    // deeper may pay: SL_CUDA_WGMMA=stages=S tries it (gemm-h100-2026-12-06.md).
+    int budget = BN == 128 ? 113 * 1024 : c->smem_optin;
+    budget = budget < c->smem_optin ? budget : c->smem_optin;
+    int S = c->wg_stages ? c->wg_stages : (budget - 1024 - 2 * WG_D) / SB;
     S = S < 2 ? 2 : S > 6 ? 6 : S;
     size_t smem = 1024 + 2 * WG_D + (size_t)S * SB;
     if (smem > (size_t)c->smem_optin)
