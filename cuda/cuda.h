@@ -82,9 +82,9 @@ void *sl_cuda_compute_stream(sl_backend *b);
  *   SL_CUDA_ACT_BF16: x is rounded to bf16 (nearest even) where the product reads it, one
  *     multiply: ~1.7e-3 relative L2 from the CPU backend on random data. Quantized weights are
  *     rounded too (code * scale to bf16, nearest even; ~2.4e-3 together) where they go through a
- *     bf16 copy: on sm_90 (H100/H200) from 96 to 511 tokens (255 when cols <= 4096) through the
- *     wgmma kernel (kernels_wgmma.cu, the copy made per block in shared memory), above through
- *     cuBLAS on a copy in the workspace; on other GPUs through cuBLAS from 256 tokens (128 when
+ *     bf16 copy: on sm_90 (H100/H200) from 192 to 511 tokens (96 to 255 when cols <= 4096)
+ *     through the wgmma kernel (kernels_wgmma.cu, the copy made per block in shared memory),
+ *     above through cuBLAS on a copy in the workspace; on other GPUs through cuBLAS from 256 tokens (128 when
  *     cols <= 4096). Both give the same numbers for the same weights.
  * Not affected, fp32 in both modes: matmul of 1..8 tokens (the GEMV reads x in fp32; rounding it
  * would cost a pass and save nothing), matmul on f32 weights, MLA attention's products, and every
@@ -97,10 +97,11 @@ int sl_cuda_set_activations(sl_backend *b, sl_cuda_act act, sl_error *e);
 /* For benchmarks and tests: pin the many-token matmul (n > 8) to one path.
  *   SL_CUDA_GEMM_AUTO   the default: on bf16 weights the fused tensor-core kernel
  *                       (kernels_tc.cu) below 64 tokens, cuBLAS from 64; on fp8/q8/q4 the
- *                       fused kernel, or in bf16-activation mode the wgmma kernel from 96 to 511
- *                       tokens (255 when cols <= 4096) on sm_90 and cuBLAS on a bf16 copy above
- *                       (elsewhere from 256 tokens, 128 when cols <= 4096); the fp32 kernel on f32 weights (the
- *                       crossovers: bench/results/gemm-h100-2026-11-24.md, -2026-12-06.md);
+ *                       fused kernel, or in bf16-activation mode the wgmma kernel from 192 to
+ *                       511 tokens (96 to 255 when cols <= 4096) on sm_90, cuBLAS on a bf16 copy
+ *                       above (elsewhere from 256 tokens, 128 when cols <= 4096); the fp32
+ *                       kernel on f32 weights (the crossovers: bench/results/gemm-h100-2026-11-24.md,
+ *                       gemm-h100-2026-12-06.md);
  *   SL_CUDA_GEMM_SIMT   the fp32 FMA kernel for every format (no tensor cores, x never rounded);
  *   SL_CUDA_GEMM_TC     the fused tensor-core kernel for bf16/fp8/q8/q4 weights;
  *   SL_CUDA_GEMM_CUBLAS cuBLAS bf16 GEMMs (two, hi and lo, in fp32-activation mode): on bf16

@@ -20,7 +20,8 @@
 // match or beat cuBLAS on bf16 weights (0.95-1.27x at 16 tokens). From ~128 tokens it is bound by
 // issue and latency, not by memory or the tensor cores (ncu at 1024 tokens: tensor pipe 11%, L2
 // 14%, 2 warps per scheduler mostly waiting on fixed-latency results): per 2 mma it issues 4
-// scale FMAs and the decode of 8 codes. Many tokens therefore go to cuBLAS where that wins.
+// scale FMAs and the decode of 8 codes. Many tokens therefore go to cuBLAS where that wins, or
+// on sm_90 in bf16-activation mode to the wgmma kernel (kernels_wgmma.cu).
 // Figures: bench/results/gemm-h100-2026-11-24.md.
 #include "cuda/internal.cuh"
 #include "cuda/cp_async.cuh"
@@ -575,11 +576,14 @@ static bool tc_use_blas(const sl_cuda_ctx *c, const sl_wdev &w, int n, bool lo)
 }
 
 // Where the wgmma kernel (sm_90, bf16-activation mode) takes the call: pinned, or automatically
-// for quantized weights from TC_WGMMA_MIN tokens, below TC_WGMMA_MAX (TC_WGMMA_MAX_SHORT_K when
-// cols <= TC_SHORT_K), between the fused kernel (0.66-0.88x at 64 tokens, wgmma 0.56-0.71) and
-// cuBLAS on a bf16 copy: at 256 tokens wgmma 0.52-0.54x vs 0.47-0.50 on 2048x7168, 0.40-0.41 vs
-// 0.46-0.50 on 7168x2048 (bench/results/gemm-h100-2026-12-06.md).
-enum { TC_WGMMA_MIN = 96, TC_WGMMA_MAX = 512, TC_WGMMA_MAX_SHORT_K = 256 };
+// for quantized weights between the fused kernel and cuBLAS on a bf16 copy (bench/results/gemm-
+// h100-2026-12-06.md, ratios to cuBLAS bf16):
+//   - cols <= TC_SHORT_K: from 96 tokens (at 64: fused 0.66-0.70, wgmma 0.56-0.60; at 128: wgmma
+//     0.49-0.53, copy 0.48-0.54, fused 0.42-0.47) below 256 (at 256: copy 0.46-0.50, wgmma 0.40);
+//   - longer k: from 192 (at 128 the fused kernel ties, 0.58-0.64 vs 0.58-0.66, and keeps the
+//     weights exact; at 256 wgmma 0.52-0.54, fused 0.39-0.42) below 512 (at 1024 the copy 0.56-0.58,
+//     wgmma 0.34-0.36).
+enum { TC_WGMMA_MIN_SHORT_K = 96, TC_WGMMA_MAX_SHORT_K = 256, TC_WGMMA_MIN = 192, TC_WGMMA_MAX = 512 };
 
 static bool tc_use_wgmma(const sl_cuda_ctx *c, const sl_wdev &w, int n)
 {
@@ -587,8 +591,11 @@ static bool tc_use_wgmma(const sl_cuda_ctx *c, const sl_wdev &w, int n)
         return false;
     if (c->gemm_path == SL_CUDA_GEMM_WGMMA)
         return true;
-    return c->gemm_path == SL_CUDA_GEMM_AUTO && w.fmt != SL_WF_BF16 && n >= TC_WGMMA_MIN &&
-           n < (w.cols <= TC_SHORT_K ? TC_WGMMA_MAX_SHORT_K : TC_WGMMA_MAX);
+    if (c->gemm_path != SL_CUDA_GEMM_AUTO || w.fmt == SL_WF_BF16)
+        return false;
+    if (w.cols <= TC_SHORT_K)
+        return n >= TC_WGMMA_MIN_SHORT_K && n < TC_WGMMA_MAX_SHORT_K;
+    return n >= TC_WGMMA_MIN && n < TC_WGMMA_MAX;
 }
 
 } // namespace
