@@ -4,7 +4,8 @@
 NVCC ?= $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/dev/null)
 CUDA ?= $(if $(NVCC),1,0)
 CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
-CUDA_ARCHS ?= 89 90
+# 90a: Hopper's architecture-specific features (wgmma, kernels_wgmma.cu); runs on sm_90 GPUs.
+CUDA_ARCHS ?= 89 90a
 
 CC ?= gcc
 CFLAGS ?= -O2 -g
@@ -22,7 +23,7 @@ ifeq ($(CUDA),1)
 CU_SRC := $(wildcard cuda/*.cu)
 CFLAGS += -DSL_HAVE_CUDA=1 -I$(CUDA_HOME)/include
 NVCCFLAGS := -O2 -I. -std=c++17 -MMD -MP $(foreach a,$(CUDA_ARCHS),-gencode arch=compute_$(a),code=sm_$(a)) \
-             -Xcompiler -fPIC
+             -Xcompiler -fPIC $(if $(filter 90a,$(CUDA_ARCHS)),-DSL_CUDA_SM90A=1)
 CU_OBJ := $(CU_SRC:%.cu=$(BUILD)/obj/%.o)
 LDLIBS += -L$(CUDA_HOME)/lib64 -lcudart_static -ldl -lrt -lstdc++
 else

@@ -109,6 +109,9 @@ void bench_gemm(cublasHandle_t cb)
                     // cuBLAS: bf16 weights as stored; others copied to bf16 (bf16 mode only)
                     if (have_blas && n >= 64 && (fmt == SL_WF_BF16 || bf16))
                         v[nv++] = {bf16, SL_CUDA_GEMM_CUBLAS, 0};
+                    if (bf16 && n >= 64) // Hopper's wgmma (elsewhere the call falls back)
+                        for (int tile : {128, 256})
+                            v[nv++] = {bf16, SL_CUDA_GEMM_WGMMA, tile};
                 }
                 for (int k = 0; k < nv; k++) {
                     set_path(v[k].bf16, v[k].p, v[k].tile);
@@ -118,7 +121,7 @@ void bench_gemm(cublasHandle_t cb)
                     double tf = 2.0 * n * rows * cols * reps / (m * 1e-3) / 1e12, ratio = tf / cub16[i];
                     char mode[32];
                     const char *pn = v[k].p == SL_CUDA_GEMM_SIMT ? "simt" : v[k].p == SL_CUDA_GEMM_CUBLAS ? "cublas"
-                                     : v[k].p == SL_CUDA_GEMM_AUTO ? "auto" : "tc";
+                                     : v[k].p == SL_CUDA_GEMM_AUTO ? "auto" : v[k].p == SL_CUDA_GEMM_WGMMA ? "wgmma" : "tc";
                     if (v[k].tile)
                         snprintf(mode, sizeof mode, "%s-%s%d", v[k].bf16 ? "bf16" : "f32", pn, v[k].tile);
                     else

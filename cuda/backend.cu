@@ -252,6 +252,17 @@ extern "C" int sl_cuda_backend_create(int device, size_t vram_budget, sl_backend
     if ((err = cudaDeviceGetAttribute(&c->smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin,
                                       device)) != cudaSuccess)
         return create_fail(b, e, SL_E_DEVICE, "cudaDeviceGetAttribute(shared memory per block)", err);
+    int ccmaj = 0, ccmin = 0;
+    if ((err = cudaDeviceGetAttribute(&ccmaj, cudaDevAttrComputeCapabilityMajor, device)) != cudaSuccess ||
+        (err = cudaDeviceGetAttribute(&ccmin, cudaDevAttrComputeCapabilityMinor, device)) != cudaSuccess)
+        return create_fail(b, e, SL_E_DEVICE, "cudaDeviceGetAttribute(compute capability)", err);
+    c->cc = 10 * ccmaj + ccmin;
+    const char *wg = getenv("SL_CUDA_WGMMA");
+    if (wg) {
+        const char *p = strstr(wg, "stages="), *f = strstr(wg, "fill=");
+        c->wg_stages = p ? atoi(p + 7) : 0;
+        c->wg_fill = f ? atoi(f + 5) : 0;
+    }
     if ((err = cudaStreamCreateWithFlags(&c->compute, cudaStreamNonBlocking)) != cudaSuccess)
         return create_fail(b, e, SL_E_DEVICE, "cudaStreamCreate(compute)", err);
     c->compute_ok = true;
@@ -358,10 +369,11 @@ extern "C" int sl_cuda_set_activations(sl_backend *b, sl_cuda_act act, sl_error 
 
 extern "C" int sl_cuda_set_gemm_path(sl_backend *b, sl_cuda_gemm_path path, int token_tile, sl_error *e)
 {
-    if (path < SL_CUDA_GEMM_AUTO || path > SL_CUDA_GEMM_CUBLAS)
+    if (path < SL_CUDA_GEMM_AUTO || path > SL_CUDA_GEMM_WGMMA)
         return sl_errorf(e, SL_E_ARG, "cuda: no matmul path %d", (int)path);
-    if (token_tile != 0 && token_tile != 16 && token_tile != 32 && token_tile != 64 && token_tile != 128)
-        return sl_errorf(e, SL_E_ARG, "cuda: token tile %d is not 0, 16, 32, 64 or 128", token_tile);
+    if (token_tile != 0 && token_tile != 16 && token_tile != 32 && token_tile != 64 && token_tile != 128 &&
+        token_tile != 256)
+        return sl_errorf(e, SL_E_ARG, "cuda: token tile %d is not 0, 16, 32, 64, 128 or 256", token_tile);
     sl_cuda_ctx *c = sl_cuda_ctx_of(b);
     if (path == SL_CUDA_GEMM_CUBLAS && !sl_cuda_blas_get(c))
         return sl_errorf(e, SL_E_UNSUPPORTED, "cuda: cuBLAS: %s", c->blas_msg);

@@ -80,9 +80,12 @@ void *sl_cuda_compute_stream(sl_backend *b);
  *     CPU backend to ~3e-6 relative L2 (~8e-6 through cuBLAS), like fp32 FMA. Weights are never
  *     rounded.
  *   SL_CUDA_ACT_BF16: x is rounded to bf16 (nearest even) where the product reads it, one
- *     multiply: ~1.7e-3 relative L2 from the CPU backend on random data. From 256 tokens (128
- *     when cols <= 4096) quantized weights go through cuBLAS on a bf16 copy, code * scale rounded
- *     to nearest even: that rounds the weights too (~2.4e-3 together).
+ *     multiply: ~1.7e-3 relative L2 from the CPU backend on random data. Quantized weights are
+ *     rounded too (code * scale to bf16, nearest even; ~2.4e-3 together) where they go through a
+ *     bf16 copy: on sm_90 (H100/H200) from 192 to 511 tokens (96 to 255 when cols <= 4096)
+ *     through the wgmma kernel (kernels_wgmma.cu, the copy made per block in shared memory),
+ *     above through cuBLAS on a copy in the workspace; on other GPUs through cuBLAS from 256 tokens (128 when
+ *     cols <= 4096). Both give the same numbers for the same weights.
  * Not affected, fp32 in both modes: matmul of 1..8 tokens (the GEMV reads x in fp32; rounding it
  * would cost a pass and save nothing), matmul on f32 weights, MLA attention's products, and every
  * other op (norms, rope, softmax, routing, elementwise). fp8 codes 0x7f/0xff (NaN) read as +-480
@@ -94,16 +97,20 @@ int sl_cuda_set_activations(sl_backend *b, sl_cuda_act act, sl_error *e);
 /* For benchmarks and tests: pin the many-token matmul (n > 8) to one path.
  *   SL_CUDA_GEMM_AUTO   the default: on bf16 weights the fused tensor-core kernel
  *                       (kernels_tc.cu) below 64 tokens, cuBLAS from 64; on fp8/q8/q4 the
- *                       fused kernel, or in bf16-activation mode cuBLAS on a bf16 copy from 256
- *                       tokens (128 when cols <= 4096); the fp32 kernel on f32 weights (the
- *                       crossovers: bench/results/gemm-h100-2026-11-24.md);
+ *                       fused kernel, or in bf16-activation mode the wgmma kernel from 192 to
+ *                       511 tokens (96 to 255 when cols <= 4096) on sm_90, cuBLAS on a bf16 copy
+ *                       above (elsewhere from 256 tokens, 128 when cols <= 4096); the fp32
+ *                       kernel on f32 weights (the crossovers: bench/results/gemm-h100-2026-11-24.md,
+ *                       gemm-h100-2026-12-06.md);
  *   SL_CUDA_GEMM_SIMT   the fp32 FMA kernel for every format (no tensor cores, x never rounded);
  *   SL_CUDA_GEMM_TC     the fused tensor-core kernel for bf16/fp8/q8/q4 weights;
  *   SL_CUDA_GEMM_CUBLAS cuBLAS bf16 GEMMs (two, hi and lo, in fp32-activation mode): on bf16
  *                       weights as stored; on fp8/q8/q4 in bf16-activation mode on a bf16 copy
- *                       (in fp32 mode those stay on the fused kernel, never rounded).
- * token_tile: the tensor-core kernel's tokens per block, 16, 32, 64 or 128 (0: by token count;
- * odd or misaligned weights always use 16). Returns 0, SL_E_ARG (bad value) or SL_E_UNSUPPORTED
+ *                       (in fp32 mode those stay on the fused kernel, never rounded);
+ *   SL_CUDA_GEMM_WGMMA  the wgmma kernel (sm_90 built as sm_90a, bf16-activation mode, cols a
+ *                       multiple of 64, aligned planes); elsewhere the fused kernel.
+ * token_tile: the tensor-core kernel's tokens per block, 16, 32, 64 or 128, or the wgmma kernel's,
+ * 128 or 256 (0: by token count; odd or misaligned weights always use 16). Returns 0, SL_E_ARG (bad value) or SL_E_UNSUPPORTED
  * (cuBLAS asked for and it cannot be loaded: reason in e). Cost: loading cuBLAS (~0.1-1 s) the
  * first time it is asked for. */
 typedef enum {
@@ -111,6 +118,7 @@ typedef enum {
     SL_CUDA_GEMM_SIMT = 1,
     SL_CUDA_GEMM_TC = 2,
     SL_CUDA_GEMM_CUBLAS = 3,
+    SL_CUDA_GEMM_WGMMA = 4,
 } sl_cuda_gemm_path;
 int sl_cuda_set_gemm_path(sl_backend *b, sl_cuda_gemm_path path, int token_tile, sl_error *e);
 

@@ -91,6 +91,9 @@ struct sl_cuda_ctx {
     bool act_bf16;        // sl_cuda_set_activations: many-token matmuls round x to bf16
     int gemm_path;        // sl_cuda_gemm_path: SL_CUDA_GEMM_AUTO unless a test or bench pins one
     int gemm_tile;        // token tile of the tensor-core kernel (0: chosen by token count)
+    int cc;               // compute capability, 10 major + minor (90: wgmma, kernels_wgmma.cu)
+    int wg_stages;        // SL_CUDA_WGMMA="stages=S,fill=F" (benchmarks): pipeline depth of the
+    int wg_fill;          // wgmma kernel, blocks per SM its split-K aims for (0: automatic)
     sl_cuda_blas *blas;   // cuBLAS, loaded on first use (cublas.cu); NULL before or when absent
     int blas_state;       // 0 not tried, 1 loaded, -1 unavailable (reason in blas_msg)
     char blas_msg[160];
@@ -296,6 +299,14 @@ void sl_cuda_gemm_weight(sl_cuda_ctx *c, float *out, const float *x, const sl_we
 // The many-token matmul on tensor cores for bf16/fp8/q8/q4 weights (kernels_tc.cu); false when
 // it does not take this call (f32 weights, the SIMT path pinned, no workspace room).
 bool sl_cuda_gemm_tc(sl_cuda_ctx *c, float *out, const float *x, const sl_weight *w, int n);
+// The same on Hopper's wgmma in bf16-activation mode (kernels_wgmma.cu); false when it does not
+// take this call (another GPU or mode, cols % 64 != 0, misaligned planes, no workspace room).
+bool sl_cuda_gemm_wgmma(sl_cuda_ctx *c, float *out, const float *x, const sl_weight *w, int n);
+// kernels_tc.cu's passes, shared with kernels_wgmma.cu: x (n, K) -> bf16 (n, kp) rounded to
+// nearest even, natural column order, zero past K; and out[e] = sum of work[s total + e] over
+// s < splits, in split order.
+void sl_cuda_tc_act_bf16(sl_cuda_ctx *c, const float *x, int n, int K, int kp, uint16_t *hi);
+void sl_cuda_tc_sum_splits(sl_cuda_ctx *c, float *out, const float *work, size_t total, int splits);
 
 // cuBLAS (cublas.cu), loaded with dlopen on first use. The top SL_CUDA_BLAS_WS bytes of the
 // workspace are its scratch (set once; matmuls that call it keep their own data below).

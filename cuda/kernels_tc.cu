@@ -20,9 +20,11 @@
 // match or beat cuBLAS on bf16 weights (0.95-1.27x at 16 tokens). From ~128 tokens it is bound by
 // issue and latency, not by memory or the tensor cores (ncu at 1024 tokens: tensor pipe 11%, L2
 // 14%, 2 warps per scheduler mostly waiting on fixed-latency results): per 2 mma it issues 4
-// scale FMAs and the decode of 8 codes. Many tokens therefore go to cuBLAS where that wins.
+// scale FMAs and the decode of 8 codes. Many tokens therefore go to cuBLAS where that wins, or
+// on sm_90 in bf16-activation mode to the wgmma kernel (kernels_wgmma.cu).
 // Figures: bench/results/gemm-h100-2026-11-24.md.
 #include "cuda/internal.cuh"
+#include "cuda/cp_async.cuh"
 #include "cuda/tc_frag.cuh"
 
 namespace {
@@ -38,31 +40,6 @@ __device__ __forceinline__ void tc_mma(float d[4], uint32_t a0, uint32_t a1, uin
         "{%0,%1,%2,%3};\n"
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
         : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
-
-// Copy `valid` (0..16) bytes from global to shared memory, zero-filling the rest of the 16.
-__device__ __forceinline__ void cp_async16(void *dst, const void *src, int valid)
-{
-    unsigned s = (unsigned)__cvta_generic_to_shared(dst);
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(src), "r"(valid) : "memory");
-}
-__device__ __forceinline__ void cp_async4(void *dst, const void *src, int valid)
-{
-    unsigned s = (unsigned)__cvta_generic_to_shared(dst);
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(s), "l"(src), "r"(valid) : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-// Wait until at most n (0..6) of this thread's copy groups are pending.
-__device__ __forceinline__ void cp_async_wait(int n)
-{
-    switch (n) {
-    case 0: asm volatile("cp.async.wait_group 0;\n" ::: "memory"); break;
-    case 1: asm volatile("cp.async.wait_group 1;\n" ::: "memory"); break;
-    case 2: asm volatile("cp.async.wait_group 2;\n" ::: "memory"); break;
-    case 3: asm volatile("cp.async.wait_group 3;\n" ::: "memory"); break;
-    case 4: asm volatile("cp.async.wait_group 4;\n" ::: "memory"); break;
-    default: asm volatile("cp.async.wait_group 5;\n" ::: "memory"); break;
-    }
 }
 
 // ---- the stage layout ----------------------------------------------------------------------------
@@ -458,12 +435,8 @@ static void tc_run(sl_cuda_ctx *c, tc_args a, size_t work_floats)
     dim3 grid((unsigned)tm, (unsigned)tn, (unsigned)a.splits);
     kern<<<grid, TC_THREADS, smem, c->compute>>>(a);
     CUDA_LAUNCHED(c, "matmul (tensor cores)");
-    if (a.splits > 1) {
-        size_t total = (size_t)a.n * rows;
-        unsigned blocks = sl_cuda_blocks(total, 256), cap = (unsigned)c->sm_count * 8;
-        tc_reduce_kernel<<<blocks < cap ? blocks : cap, 256, 0, c->compute>>>(a.out, a.work, total, a.splits);
-        CUDA_LAUNCHED(c, "matmul (tensor cores, split-K sum)");
-    }
+    if (a.splits > 1)
+        sl_cuda_tc_sum_splits(c, a.out, a.work, (size_t)a.n * rows, a.splits);
 }
 
 // The token tile: a pinned one (sl_cuda_set_gemm_path), else the smallest that holds n, up to 64.
@@ -546,8 +519,13 @@ static bool tc_blas(sl_cuda_ctx *c, float *out, const float *x, const sl_wdev &w
     const int K = (int)w.cols, kp = (K + 7) / 8 * 8, fmt = w.fmt;
     size_t work = c->work_floats * sizeof(float);
     size_t room = work > (size_t)2 * SL_CUDA_BLAS_WS ? work - SL_CUDA_BLAS_WS : 0;
-    long long wrows = w.rows; // rows per weight copy: all of them, or what half the room holds
-    if (fmt != SL_WF_BF16 && (size_t)w.rows * K * 2 > room / 2)
+    // rows per weight copy: all of them when the copy and every token's activations fit, else
+    // what half the room holds. (Half alone splits a 28 MiB expert copy, 2048 x 7168, into 2046
+    // rows and 2 once the GEMV counters took 64 KiB of the 64 MiB workspace: 4x slower, since each
+    // block repeats the activation pass; bench/results/gemm-h100-2026-12-06.md.)
+    long long wrows = w.rows;
+    size_t xall = (size_t)n * kp * 2 * (lo ? 2 : 1), wall = ((size_t)w.rows * K * 2 + 255) / 256 * 256;
+    if (fmt != SL_WF_BF16 && wall > room / 2 && wall + xall > room)
         wrows = (long long)(room / 2 / ((size_t)K * 2));
     size_t wpart = fmt == SL_WF_BF16 ? 0 : ((size_t)wrows * K * 2 + 255) / 256 * 256;
     long long nc = wrows < 1 ? 0 : (long long)((room - wpart) / ((size_t)kp * 2 * (lo ? 2 : 1)));
@@ -597,6 +575,29 @@ static bool tc_use_blas(const sl_cuda_ctx *c, const sl_wdev &w, int n, bool lo)
     return n >= (w.cols <= TC_SHORT_K ? TC_BLAS_MIN_QUANT_SHORT_K : TC_BLAS_MIN_QUANT);
 }
 
+// Where the wgmma kernel (sm_90, bf16-activation mode) takes the call: pinned, or automatically
+// for quantized weights between the fused kernel and cuBLAS on a bf16 copy (bench/results/gemm-
+// h100-2026-12-06.md, ratios to cuBLAS bf16):
+//   - cols <= TC_SHORT_K: from 96 tokens (at 64: fused 0.66-0.70, wgmma 0.56-0.60; at 128: wgmma
+//     0.49-0.53, copy 0.48-0.54, fused 0.42-0.47) below 256 (at 256: copy 0.46-0.50, wgmma 0.40);
+//   - longer k: from 192 (at 128 the fused kernel ties, 0.58-0.64 vs 0.58-0.66, and keeps the
+//     weights exact; at 256 wgmma 0.52-0.54, fused 0.39-0.42) below 512 (at 1024 the copy 0.56-0.58,
+//     wgmma 0.34-0.36).
+enum { TC_WGMMA_MIN_SHORT_K = 96, TC_WGMMA_MAX_SHORT_K = 256, TC_WGMMA_MIN = 192, TC_WGMMA_MAX = 512 };
+
+static bool tc_use_wgmma(const sl_cuda_ctx *c, const sl_wdev &w, int n)
+{
+    if (!c->act_bf16)
+        return false;
+    if (c->gemm_path == SL_CUDA_GEMM_WGMMA)
+        return true;
+    if (c->gemm_path != SL_CUDA_GEMM_AUTO || w.fmt == SL_WF_BF16)
+        return false;
+    if (w.cols <= TC_SHORT_K)
+        return n >= TC_WGMMA_MIN_SHORT_K && n < TC_WGMMA_MAX_SHORT_K;
+    return n >= TC_WGMMA_MIN && n < TC_WGMMA_MAX;
+}
+
 } // namespace
 
 bool sl_cuda_gemm_tc(sl_cuda_ctx *c, float *out, const float *x, const sl_weight *wt, int n)
@@ -605,6 +606,8 @@ bool sl_cuda_gemm_tc(sl_cuda_ctx *c, float *out, const float *x, const sl_weight
         return false;
     sl_wdev w = sl_cuda_wdev(wt);
     bool lo = !c->act_bf16;
+    if (tc_use_wgmma(c, w, n) && sl_cuda_gemm_wgmma(c, out, x, wt, n))
+        return true;
     if (tc_use_blas(c, w, n, lo) && tc_blas(c, out, x, w, n, lo))
         return true;
     // tokens per launch: their activations take at most half the workspace, partial sums the rest
@@ -623,4 +626,16 @@ bool sl_cuda_gemm_tc(sl_cuda_ctx *c, float *out, const float *x, const sl_weight
     default: return false;
     }
     return true;
+}
+
+void sl_cuda_tc_act_bf16(sl_cuda_ctx *c, const float *x, int n, int K, int kp, uint16_t *hi)
+{
+    act_split<0>(c, x, n, K, kp, hi, NULL);
+}
+
+void sl_cuda_tc_sum_splits(sl_cuda_ctx *c, float *out, const float *work, size_t total, int splits)
+{
+    unsigned blocks = sl_cuda_blocks(total, 256), cap = (unsigned)c->sm_count * 8;
+    tc_reduce_kernel<<<blocks < cap ? blocks : cap, 256, 0, c->compute>>>(out, work, total, splits);
+    CUDA_LAUNCHED(c, "matmul (tensor cores, split-K sum)");
 }

@@ -137,6 +137,17 @@ static void tg_check(sl_backend *g, sl_backend *c, int fmt, int rows, int cols, 
                 free(got);
             }
         }
+        if (all_paths) { /* wgmma (sm_90, bf16 mode; elsewhere the call falls back), both tiles */
+            for (int bn = 128; bn <= 256; bn *= 2) {
+                tg_mode(g, 1, SL_CUDA_GEMM_WGMMA, bn);
+                char what[160];
+                snprintf(what, sizeof what, "matmul %s %dx%d n=%d misalign %zu, bf16 activations, wgmma %d",
+                         sl_wformat_get(fmt)->name, rows, cols, n, misalign, bn);
+                float *got = tg_gpu_matmul(g, dx, &w, n, what);
+                tg_expect(got, want, cnt, TG_TOL_BF16, what);
+                free(got);
+            }
+        }
         if (all_paths) { /* the fp32 kernel ignores the activation mode */
             tg_mode(g, 1, SL_CUDA_GEMM_SIMT, 0);
             char what[160];
@@ -251,11 +262,12 @@ Test(cuda_gemm, every_weight_code_decodes_exactly)
         float *want = malloc((size_t)N * ROWS * sizeof(float));
         cr_assert(want);
         c->ops->matmul(c, want, x, &w.host, N);
-        for (int bf16 = 0; bf16 < 2; bf16++) {
-            tg_mode(g, bf16, SL_CUDA_GEMM_AUTO, 0);
+        for (int v = 0; v < 3; v++) { /* f32, bf16, bf16 on wgmma (where there is one) */
+            int bf16 = v > 0;
+            tg_mode(g, bf16, v == 2 ? SL_CUDA_GEMM_WGMMA : SL_CUDA_GEMM_AUTO, 0);
             char what[96];
-            snprintf(what, sizeof what, "every %s code, %s activations", sl_wformat_get(fmt)->name,
-                     bf16 ? "bf16" : "f32");
+            snprintf(what, sizeof what, "every %s code, %s activations%s", sl_wformat_get(fmt)->name,
+                     bf16 ? "bf16" : "f32", v == 2 ? ", wgmma" : "");
             float *got = tg_gpu_matmul(g, dx, &w, N, what);
             for (int i = 0; i < N * ROWS; i++)
                 if (got[i] != want[i])
