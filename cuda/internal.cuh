@@ -67,6 +67,7 @@ struct sl_cuda_gemv_cfg {
     int launch_rows;   // split launches cover at most this many rows (0: as counters and the
                        // workspace allow; a test hook for the multi-launch path)
     bool rows_kernel;  // one token, f32/bf16/fp8: the 4-rows-a-block kernel, not the split one
+    bool wide;         // one token, split kernel: GEMV_R1 rows a warp, not GEMV_R
 };
 
 enum { SL_CUDA_GEMV_COUNTERS = 16384 };
