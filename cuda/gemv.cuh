@@ -363,7 +363,7 @@ __device__ __forceinline__ void gemv_split_finish(const gemv_args &a, int nt, lo
 
 // The split kernel's work for row tile `tile` of the launch (blockIdx.y: the column split).
 // Launched with dynamic shared memory for NT tokens of a cps-chunk slice of x.
-template <int FMT, int NT, int R = GEMV_R>
+template <int FMT, int NT, int R = GEMV_R, int S = 2>
 __device__ __forceinline__ void gemv_fast_body(const gemv_args &a, long long tile)
 {
     constexpr int C = gemv_chunk<FMT>::cols;
@@ -378,12 +378,14 @@ __device__ __forceinline__ void gemv_fast_body(const gemv_args &a, long long til
     const int last = (int)min((long long)R - 1, a.w.rows - 1 - rw);
     const uint8_t *wrow = a.w.data + rw * a.w.rb + c0 * 16;
     const unsigned short *srow = (const unsigned short *)a.w.scales + rw * a.w.ng + c0 * C / 32;
-    // the first step's weights fly while the previous kernel ends and x is staged
-    uint4 raw[R];
-    float sc[R];
-    if (lane < nch)
-        gemv_load<FMT, R>(raw, sc, wrow, srow, a.w.rb, a.w.ng, last, lane);
-    gemv_prefetch<FMT, R>(a, rt0, c0 + 32, nch - 32, warp, lane);
+    // the first S - 1 sweeps' weights fly while the previous kernel ends and x is staged
+    uint4 raw[S][R];
+    float sc[S][R];
+#pragma unroll
+    for (int d = 0; d < S - 1; d++)
+        if (lane + 32 * d < nch)
+            gemv_load<FMT, R>(raw[d], sc[d], wrow, srow, a.w.rb, a.w.ng, last, lane + 32 * d);
+    gemv_prefetch<FMT, R>(a, rt0, c0 + 32 * (S - 1), nch - 32 * (S - 1), warp, lane);
     gemv_wait_previous();
     gemv_allow_next();
     gemv_stage_x<FMT, NT>(xs, a, rt0, c0, nch);
@@ -395,17 +397,18 @@ __device__ __forceinline__ void gemv_fast_body(const gemv_args &a, long long til
 #pragma unroll
         for (int i = 0; i < R; i++)
             acc[t][i] = 0.0f;
-    for (int ch = lane; ch < nch; ch += 32) {
-        uint4 nraw[R];
-        float nsc[R];
-        const bool more = ch + 32 < nch;
-        if (more) // the next step's loads fly while this one decodes
-            gemv_load<FMT, R>(nraw, nsc, wrow, srow, a.w.rb, a.w.ng, last, ch + 32);
-        gemv_chunk_dot<FMT, NT, R>(acc, raw, sc, xs + ch, a.chp);
-        if (more)
+    // a ring of S register sets: sweep k decodes from set k % S while the next S - 1 fly
+    for (int ch0 = lane; ch0 < nch; ch0 += 32 * S) {
 #pragma unroll
-            for (int i = 0; i < R; i++)
-                raw[i] = nraw[i], sc[i] = nsc[i];
+        for (int d = 0; d < S; d++) {
+            const int ch = ch0 + 32 * d, ahead = ch + 32 * (S - 1);
+            if (ch >= nch)
+                break;
+            if (ahead < nch)
+                gemv_load<FMT, R>(raw[(d + S - 1) % S], sc[(d + S - 1) % S], wrow, srow, a.w.rb,
+                                  a.w.ng, last, ahead);
+            gemv_chunk_dot<FMT, NT, R>(acc, raw[d], sc[d], xs + ch, a.chp);
+        }
     }
     gemv_store<NT, R>(acc, a, rw, lane);
     if (gridDim.y > 1)

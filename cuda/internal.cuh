@@ -68,6 +68,7 @@ struct sl_cuda_gemv_cfg {
                        // workspace allow; a test hook for the multi-launch path)
     bool rows_kernel;  // one token, f32/bf16/fp8: the 4-rows-a-block kernel, not the split one
     bool wide;         // one token, split kernel: GEMV_R1 rows a warp, not GEMV_R
+    bool deep;         // one token, split kernel, not wide: 2 sweeps of loads in flight, not 1
 };
 
 enum { SL_CUDA_GEMV_COUNTERS = 16384 };

@@ -38,7 +38,7 @@ struct gemv_group_args {
 };
 static_assert(sizeof(gemv_group_args) <= 4096, "kernel parameters are limited to 4 KiB");
 
-template <int FMT, int NT, int R>
+template <int FMT, int NT, int R, int S>
 __global__ void __launch_bounds__(GEMV_THREADS, NT == 1 ? 2 : 1)
 gemv_group_kernel(const __grid_constant__ gemv_group_args g)
 {
@@ -54,7 +54,7 @@ gemv_group_kernel(const __grid_constant__ gemv_group_args g)
         a.part += m * gridDim.y * NT * a.part_rows;
         a.count += m * g.tiles;
     }
-    gemv_fast_body<FMT, NT, R>(a, tile);
+    gemv_fast_body<FMT, NT, R, S>(a, tile);
 }
 
 template <int FMT>
@@ -72,7 +72,7 @@ gemv_group_rows_kernel(const __grid_constant__ gemv_group_args g)
 // choice of sl_cuda_gemv (4-row kernel for f32/bf16/fp8 at one token, else the split kernel),
 // with the columns split for the launch's total row tiles. Launches as many matrices at a time
 // as the split workspace and counters hold; false, having launched nothing, when not even one.
-template <int FMT, int NT, int R>
+template <int FMT, int NT, int R, int S>
 static bool group_launch(sl_cuda_ctx *c, const sl_wdev &w, const gemv_group_mats &mm, int n_mats)
 {
     constexpr int C = gemv_chunk<FMT>::cols, ROWS = 8 * R;
@@ -124,7 +124,7 @@ static bool group_launch(sl_cuda_ctx *c, const sl_wdev &w, const gemv_group_mats
             g.m.n[i] = mm.n[m0 + i];
         }
         dim3 grid((unsigned)(k * tiles), (unsigned)nsplit);
-        gemv_launch_ex(c, gemv_group_kernel<FMT, NT, R>, grid, dim3(GEMV_THREADS), smem, g);
+        gemv_launch_ex(c, gemv_group_kernel<FMT, NT, R, S>, grid, dim3(GEMV_THREADS), smem, g);
         CUDA_LAUNCHED(c, "expert_group (gemv)");
     }
     return true;
@@ -138,8 +138,9 @@ static bool group_gemv(sl_cuda_ctx *c, const sl_weight *shape, const gemv_group_
     sl_wdev w = sl_cuda_wdev(shape);
     bool done = false;
     SL_CUDA_FMT_DISPATCH(shape->fmt, GEMV_NT_DISPATCH(max_n, {
-        done = NT == 1 && c->gemv.wide ? group_launch<FMT, NT, GEMV_R1>(c, w, mm, n_mats)
-                                       : group_launch<FMT, NT, GEMV_R>(c, w, mm, n_mats);
+        done = NT == 1 && c->gemv.wide   ? group_launch<FMT, NT, GEMV_R1, 2>(c, w, mm, n_mats)
+               : NT == 1 && c->gemv.deep ? group_launch<FMT, NT, GEMV_R, 3>(c, w, mm, n_mats)
+                                         : group_launch<FMT, NT, GEMV_R, 2>(c, w, mm, n_mats);
     }));
     return done;
 }
@@ -316,11 +317,14 @@ template <int FMT> static cudaError_t group_allow_smem()
 {
     cudaError_t err = cudaSuccess;
     for (int n = 1; n <= GEMV_MAX_T && err == cudaSuccess; n++)
-        GEMV_NT_DISPATCH(n, err = cudaFuncSetAttribute(gemv_group_kernel<FMT, NT, GEMV_R>,
+        GEMV_NT_DISPATCH(n, err = cudaFuncSetAttribute(gemv_group_kernel<FMT, NT, GEMV_R, 2>,
                                                       cudaFuncAttributeMaxDynamicSharedMemorySize,
                                                       GEMV_SMEM));
     if (err == cudaSuccess)
-        err = cudaFuncSetAttribute(gemv_group_kernel<FMT, 1, GEMV_R1>,
+        err = cudaFuncSetAttribute(gemv_group_kernel<FMT, 1, GEMV_R1, 2>,
+                                   cudaFuncAttributeMaxDynamicSharedMemorySize, GEMV_SMEM);
+    if (err == cudaSuccess)
+        err = cudaFuncSetAttribute(gemv_group_kernel<FMT, 1, GEMV_R, 3>,
                                    cudaFuncAttributeMaxDynamicSharedMemorySize, GEMV_SMEM);
     return err;
 }

@@ -41,10 +41,10 @@
 
 // ---- kernels (bodies in gemv.cuh) -------------------------------------------------------------
 
-template <int FMT, int NT, int R>
+template <int FMT, int NT, int R, int S>
 __global__ void __launch_bounds__(GEMV_THREADS, NT == 1 ? 2 : 1) gemv_fast_kernel(gemv_args a)
 {
-    gemv_fast_body<FMT, NT, R>(a, blockIdx.x);
+    gemv_fast_body<FMT, NT, R, S>(a, blockIdx.x);
 }
 
 // Generic kernel: any shape and alignment, 4 rows a block, threads along the row.
@@ -109,7 +109,7 @@ static void gemv_rows_launch(sl_cuda_ctx *c, float *out, const float *x, const s
 
 // Columns cut as gemv_split_cps says; rows go in launches of at most as many row tiles as there
 // are counters and workspace for.
-template <int FMT, int NT, int R>
+template <int FMT, int NT, int R, int S>
 static void gemv_fast_launch(sl_cuda_ctx *c, float *out, const float *x, const sl_wdev &w, int n)
 {
     constexpr int C = gemv_chunk<FMT>::cols, ROWS = 8 * R;
@@ -145,7 +145,7 @@ static void gemv_fast_launch(sl_cuda_ctx *c, float *out, const float *x, const s
         a.row0 = r0;
         a.part_rows = w.rows - r0 < per_launch ? w.rows - r0 : per_launch;
         dim3 grid((unsigned)((a.part_rows + ROWS - 1) / ROWS), (unsigned)nsplit);
-        gemv_launch_ex(c, gemv_fast_kernel<FMT, NT, R>, grid, dim3(GEMV_THREADS), smem, a);
+        gemv_launch_ex(c, gemv_fast_kernel<FMT, NT, R, S>, grid, dim3(GEMV_THREADS), smem, a);
     }
 }
 
@@ -162,9 +162,11 @@ void sl_cuda_gemv(sl_cuda_ctx *c, float *out, const float *x, const sl_weight *w
         if (rows)
             gemv_rows_launch<FMT>(c, out, x, w);
         else if (fast && NT == 1 && c->gemv.wide)
-            gemv_fast_launch<FMT, NT, GEMV_R1>(c, out, x, w, n);
+            gemv_fast_launch<FMT, NT, GEMV_R1, 2>(c, out, x, w, n);
+        else if (fast && NT == 1 && c->gemv.deep)
+            gemv_fast_launch<FMT, NT, GEMV_R, 3>(c, out, x, w, n);
         else if (fast)
-            gemv_fast_launch<FMT, NT, GEMV_R>(c, out, x, w, n);
+            gemv_fast_launch<FMT, NT, GEMV_R, 2>(c, out, x, w, n);
         else
             gemv_generic_launch<FMT, NT>(c, out, x, w, n);
     }));
@@ -196,6 +198,8 @@ static void gemv_cfg_parse(sl_cuda_gemv_cfg *g, const char *s, bool pdl_ok)
                 g->rows_kernel = val != 0;
             else if (!strcmp(key, "wide"))
                 g->wide = val != 0;
+            else if (!strcmp(key, "deep"))
+                g->deep = val != 0;
         }
         s = strchr(s, ',');
         if (s)
@@ -207,11 +211,14 @@ template <int FMT> static cudaError_t gemv_allow_smem()
 {
     cudaError_t err = cudaSuccess;
     for (int n = 1; n <= GEMV_MAX_T && err == cudaSuccess; n++)
-        GEMV_NT_DISPATCH(n, err = cudaFuncSetAttribute(gemv_fast_kernel<FMT, NT, GEMV_R>,
+        GEMV_NT_DISPATCH(n, err = cudaFuncSetAttribute(gemv_fast_kernel<FMT, NT, GEMV_R, 2>,
                                                       cudaFuncAttributeMaxDynamicSharedMemorySize,
                                                       GEMV_SMEM));
     if (err == cudaSuccess)
-        err = cudaFuncSetAttribute(gemv_fast_kernel<FMT, 1, GEMV_R1>,
+        err = cudaFuncSetAttribute(gemv_fast_kernel<FMT, 1, GEMV_R1, 2>,
+                                   cudaFuncAttributeMaxDynamicSharedMemorySize, GEMV_SMEM);
+    if (err == cudaSuccess)
+        err = cudaFuncSetAttribute(gemv_fast_kernel<FMT, 1, GEMV_R, 3>,
                                    cudaFuncAttributeMaxDynamicSharedMemorySize, GEMV_SMEM);
     return err;
 }
@@ -235,6 +242,7 @@ cudaError_t sl_cuda_gemv_init(sl_cuda_ctx *c)
     c->gemv.launch_rows = 0;
     c->gemv.rows_kernel = true;
     c->gemv.wide = true;
+    c->gemv.deep = false;
     gemv_cfg_parse(&c->gemv, getenv("SL_CUDA_GEMV"), major >= 9);
     err = cudaMemsetAsync(c->gemv_count, 0, SL_CUDA_GEMV_COUNTERS * sizeof(unsigned), c->compute);
     for (int fmt = 0; fmt < SL_WF_COUNT && err == cudaSuccess; fmt++)
