@@ -54,7 +54,7 @@ enum {
 };
 
 // Few-token matmul settings (kernels_gemv.cu): defaults from measurement, overridable for
-// benchmarks with SL_CUDA_GEMV="max=12,pdl=1,pf=-1,fill=2,rows=0,small=1" (any subset, comma
+// benchmarks with SL_CUDA_GEMV="max=12,pdl=1,pf=-1,fill=2,rows=0,small=1,wide=0,deep=0" (any subset, comma
 // separated) or sl_cuda_gemv_tune().
 struct sl_cuda_gemv_cfg {
     int max_tokens;    // matmuls of up to this many tokens take the GEMV (1..16, default 12)

@@ -21,6 +21,10 @@
 //     shared memory. Each split writes partial sums to the backend's workspace; the last block of
 //     a row tile to arrive (a self-resetting counter) adds them in split order, so results never
 //     depend on timing.
+//   - one token: 4 rows a warp and one sweep of loads in flight by default; `wide` takes 8 rows
+//     a warp (64-row blocks), `deep` keeps two sweeps in flight (a ring of 3 register sets),
+//     both to put more weight bytes in flight per SM (2 blocks of 8 warps at 103-128 registers:
+//     one sweep of 4 rows is 32 KiB an SM, about what 3 TB/s needs over a ~1 us DRAM latency).
 // Rows kernel (f32, bf16, fp8 at one token): 4 rows a block, x straight from L1; see below.
 // Both are launched with programmatic dependent launch (sm_90+): a kernel's blocks start while
 // the previous kernel on the stream ends and load their first weights then; they wait for it
@@ -174,7 +178,7 @@ void sl_cuda_gemv(sl_cuda_ctx *c, float *out, const float *x, const sl_weight *w
 }
 
 // Defaults measured on an H100 (bench/results/gemv-h100-2026-11-24.md); SL_CUDA_GEMV or
-// sl_cuda_gemv_tune override them for benchmarks, e.g. "max=8,pdl=0,pf=0,fill=2,small=0".
+// sl_cuda_gemv_tune override them for benchmarks, e.g. "max=8,pdl=0,pf=0,fill=2,small=0,wide=1".
 static void gemv_cfg_parse(sl_cuda_gemv_cfg *g, const char *s, bool pdl_ok)
 {
     while (s && *s) {
@@ -241,7 +245,7 @@ cudaError_t sl_cuda_gemv_init(sl_cuda_ctx *c)
     c->gemv.fill = 2;
     c->gemv.launch_rows = 0;
     c->gemv.rows_kernel = true;
-    c->gemv.wide = true;
+    c->gemv.wide = false; // unmeasured on a GPU yet: see gemv.cuh's GEMV_R1
     c->gemv.deep = false;
     gemv_cfg_parse(&c->gemv, getenv("SL_CUDA_GEMV"), major >= 9);
     err = cudaMemsetAsync(c->gemv_count, 0, SL_CUDA_GEMV_COUNTERS * sizeof(unsigned), c->compute);
