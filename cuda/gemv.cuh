@@ -12,6 +12,11 @@
 enum {
     GEMV_MAX_T = 16,                 // tokens one call serves
     GEMV_R = 4,                      // rows per warp
+    GEMV_R1 = 8,                     // rows per warp at one token when c->gemv.wide: twice the
+                                     // weight bytes in flight per lane (128) and half the x reads
+                                     // and x staging per weight; 128 registers, 2 blocks an SM.
+                                     // Not the default until measured (bench/results/
+                                     // gemv-h100-2026-12-06.md says how to measure it)
     GEMV_WARPS = 8,                  // warps per block
     GEMV_THREADS = 32 * GEMV_WARPS,
     GEMV_ROWS = GEMV_R * GEMV_WARPS, // rows per block: 32 divides 128, so a block's rows share
@@ -128,7 +133,7 @@ struct gemv_args {
 
 // Ask L2 for pf_row bytes of each of this warp's rows from chunk c0 on (and their scales); a
 // hint issued before the dependency wait, so it overlaps the previous kernel's end.
-template <int FMT>
+template <int FMT, int R>
 __device__ __forceinline__ void gemv_prefetch(const gemv_args &a, long long rt0, long long c0,
                                               int nch, int warp, int lane)
 {
@@ -137,8 +142,8 @@ __device__ __forceinline__ void gemv_prefetch(const gemv_args &a, long long rt0,
     if (bytes <= 0)
         return;
 #pragma unroll
-    for (int i = 0; i < GEMV_R; i++) {
-        const long long row = rt0 + warp * GEMV_R + i;
+    for (int i = 0; i < R; i++) {
+        const long long row = rt0 + warp * R + i;
         if (row >= a.w.rows)
             break;
         const uintptr_t p = (uintptr_t)(a.w.data + row * a.w.rb + c0 * 16);
@@ -168,44 +173,54 @@ __device__ __forceinline__ void gemv_stage_x(float4 *xs, const gemv_args &a, lon
         if (t < a.n) // (rows past n are not read: an xrows entry may not exist)
             src = (const float4 *)(a.x + (long long)(a.xrows ? __ldcg(a.xrows + t) : t) * a.w.cols +
                                    col0);
-        for (int j = threadIdx.x; j < n4; j += GEMV_THREADS) {
-            float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-            if (t < a.n)
-                v = __ldcg(src + j); // L2: the previous kernel may have just written it
-            if (FMT == SL_WF_FP8) {
-                float s = __ldg(fp8_scales + (col0 + 4 * j) / 128);
-                v.x *= s, v.y *= s, v.z *= s, v.w *= s;
+        enum { B = 4 }; // loads in flight per thread before the first store
+        for (int j0 = threadIdx.x; j0 < n4; j0 += B * GEMV_THREADS) {
+            float4 v[B];
+#pragma unroll
+            for (int b = 0; b < B; b++) {
+                const int j = j0 + b * GEMV_THREADS;
+                v[b] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+                if (t < a.n && j < n4)
+                    v[b] = __ldcg(src + j); // L2: the previous kernel may have just written it
             }
-            if (FMT == SL_WF_Q4)
-                v = q4_prescale(v);
-            int ch = j / C4, g = j % C4;
-            xs[(t * C4 + g) * a.chp + ch] = v;
+#pragma unroll
+            for (int b = 0; b < B; b++) {
+                const int j = j0 + b * GEMV_THREADS;
+                if (j >= n4)
+                    break;
+                if (FMT == SL_WF_FP8) {
+                    float s = __ldg(fp8_scales + (col0 + 4 * j) / 128);
+                    v[b].x *= s, v[b].y *= s, v[b].z *= s, v[b].w *= s;
+                }
+                if (FMT == SL_WF_Q4)
+                    v[b] = q4_prescale(v[b]);
+                int ch = j / C4, g = j % C4;
+                xs[(t * C4 + g) * a.chp + ch] = v[b];
+            }
         }
     }
 }
 
 // One chunk (16 bytes of each of the warp's 4 rows) times all NT tokens, into acc.
-template <int FMT, int NT>
-__device__ __forceinline__ void gemv_chunk_dot(float (&acc)[NT][GEMV_R],
-                                               const uint4 (&raw)[GEMV_R],
-                                               const float (&sc)[GEMV_R], const float4 *xs,
-                                               int chp)
+template <int FMT, int NT, int R>
+__device__ __forceinline__ void gemv_chunk_dot(float (&acc)[NT][R], const uint4 (&raw)[R],
+                                               const float (&sc)[R], const float4 *xs, int chp)
 {
     constexpr int C4 = gemv_chunk<FMT>::cols / 4;
     constexpr bool ROW_SCALED = FMT == SL_WF_Q8 || FMT == SL_WF_Q4;
     constexpr bool EACH = ROW_SCALED && NT > 4; // scale each weight: no second set of sums
     constexpr bool PART = ROW_SCALED && !EACH;  // sum the chunk, then scale it once
-    float part[NT][GEMV_R];
+    float part[NT][R];
 #pragma unroll
     for (int t = 0; t < NT; t++)
 #pragma unroll
-        for (int i = 0; i < GEMV_R; i++)
+        for (int i = 0; i < R; i++)
             part[t][i] = PART ? 0.0f : acc[t][i];
 #pragma unroll
     for (int g = 0; g < C4; g++) {
-        float v[GEMV_R][4];
+        float v[R][4];
 #pragma unroll
-        for (int i = 0; i < GEMV_R; i++) {
+        for (int i = 0; i < R; i++) {
             decode4<FMT>(raw[i], g, v[i]);
             if (EACH)
 #pragma unroll
@@ -216,7 +231,7 @@ __device__ __forceinline__ void gemv_chunk_dot(float (&acc)[NT][GEMV_R],
         for (int t = 0; t < NT; t++) {
             const float4 xv = xs[(t * C4 + g) * chp];
 #pragma unroll
-            for (int i = 0; i < GEMV_R; i++) {
+            for (int i = 0; i < R; i++) {
                 float s = part[t][i];
                 s = fmaf(v[i][0], xv.x, s);
                 s = fmaf(v[i][1], xv.y, s);
@@ -229,24 +244,26 @@ __device__ __forceinline__ void gemv_chunk_dot(float (&acc)[NT][GEMV_R],
 #pragma unroll
     for (int t = 0; t < NT; t++)
 #pragma unroll
-        for (int i = 0; i < GEMV_R; i++)
+        for (int i = 0; i < R; i++)
             acc[t][i] = PART ? fmaf(part[t][i], sc[i], acc[t][i]) : part[t][i];
 }
 
 // Chunk ch of the warp's rows (16 bytes each; read-only weights, not the previous kernel's
-// output, so they may be read before its end) and its q8/q4 row scales.
-template <int FMT>
-__device__ __forceinline__ void gemv_load(uint4 (&raw)[GEMV_R], float (&sc)[GEMV_R],
-                                          const uint8_t *const (&wrow)[GEMV_R],
-                                          const unsigned short *const (&srow)[GEMV_R], int ch)
+// output, so they may be read before its end) and its q8/q4 row scales. Row i of the warp is
+// row min(i, last) from wrow/srow (rows past the end re-read the last one; not written).
+template <int FMT, int R>
+__device__ __forceinline__ void gemv_load(uint4 (&raw)[R], float (&sc)[R], const uint8_t *wrow,
+                                          const unsigned short *srow, long long rb, long long ng,
+                                          int last, int ch)
 {
 #pragma unroll
-    for (int i = 0; i < GEMV_R; i++) {
-        raw[i] = __ldcs((const uint4 *)wrow[i] + ch);
+    for (int i = 0; i < R; i++) {
+        const int r = i < last ? i : last;
+        raw[i] = __ldcs((const uint4 *)(wrow + r * rb) + ch);
         if (FMT == SL_WF_Q8)
-            sc[i] = sl_f16f(__ldcs(srow[i] + ch / 2)); // c0 is even: splits are whole sweeps
+            sc[i] = sl_f16f(__ldcs(srow + r * ng + ch / 2)); // c0 is even: splits are whole sweeps
         else if (FMT == SL_WF_Q4)
-            sc[i] = sl_f16f(__ldcs(srow[i] + ch));
+            sc[i] = sl_f16f(__ldcs(srow + r * ng + ch));
         else
             sc[i] = 1.0f;
     }
@@ -280,19 +297,19 @@ __device__ __forceinline__ void gemv_warp_reduce(const float (&v)[V], float (&b)
 }
 
 // Write the warp's sums (token t, row rw + i): to out, or to the workspace when split.
-template <int NT>
-__device__ __forceinline__ void gemv_store(const float (&acc)[NT][GEMV_R], const gemv_args &a,
+template <int NT, int R>
+__device__ __forceinline__ void gemv_store(const float (&acc)[NT][R], const gemv_args &a,
                                            long long rw, int lane)
 {
-    constexpr int V = NT * GEMV_R;
+    constexpr int V = NT * R;
     float v[V];
 #pragma unroll
     for (int t = 0; t < NT; t++)
 #pragma unroll
-        for (int i = 0; i < GEMV_R; i++)
-            v[t * GEMV_R + i] = acc[t][i];
+        for (int i = 0; i < R; i++)
+            v[t * R + i] = acc[t][i];
     auto put = [&](int e, float s) {
-        int t = e / GEMV_R, i = e % GEMV_R;
+        int t = e / R, i = e % R;
         long long row = rw + i;
         if (t >= a.n || row >= a.w.rows)
             return;
@@ -322,6 +339,7 @@ __device__ __forceinline__ void gemv_store(const float (&acc)[NT][GEMV_R], const
 // Split blocks: the last of a row tile's gridDim.y blocks to arrive adds the partial sums in
 // split order (the threadfence-reduction pattern) and leaves the counter at 0 for the next use.
 // `tile`: the row tile's index in the launch (its counter).
+template <int ROWS>
 __device__ __forceinline__ void gemv_split_finish(const gemv_args &a, int nt, long long rt0,
                                                   long long tile)
 {
@@ -334,9 +352,9 @@ __device__ __forceinline__ void gemv_split_finish(const gemv_args &a, int nt, lo
     if (!last)
         return;
     __threadfence();
-    for (int e = threadIdx.x; e < a.n * GEMV_ROWS; e += GEMV_THREADS) {
-        int t = e / GEMV_ROWS;
-        long long row = rt0 + e % GEMV_ROWS;
+    for (int e = threadIdx.x; e < a.n * ROWS; e += GEMV_THREADS) {
+        int t = e / ROWS;
+        long long row = rt0 + e % ROWS;
         if (row >= a.w.rows)
             continue;
         const float *p = a.part + (long long)t * a.part_rows + (row - a.row0);
@@ -349,7 +367,7 @@ __device__ __forceinline__ void gemv_split_finish(const gemv_args &a, int nt, lo
 
 // The split kernel's work for row tile `tile` of the launch (blockIdx.y: the column split).
 // Launched with dynamic shared memory for NT tokens of a cps-chunk slice of x.
-template <int FMT, int NT>
+template <int FMT, int NT, int R = GEMV_R, int S = 2>
 __device__ __forceinline__ void gemv_fast_body(const gemv_args &a, long long tile)
 {
     constexpr int C = gemv_chunk<FMT>::cols;
@@ -357,50 +375,48 @@ __device__ __forceinline__ void gemv_fast_body(const gemv_args &a, long long til
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const long long c0 = (long long)blockIdx.y * a.cps; // first chunk of the block's split
     const int nch = (int)min((long long)a.cps, a.w.cols / C - c0);
-    const long long rt0 = a.row0 + tile * GEMV_ROWS;
+    const long long rt0 = a.row0 + tile * (8 * R);
 
     // rows past the end re-read the last row; their sums are not written
-    const long long rw = rt0 + warp * GEMV_R;
-    const uint8_t *wrow[GEMV_R];
-    const unsigned short *srow[GEMV_R];
+    const long long rw = rt0 + warp * R;
+    const int last = (int)min((long long)R - 1, a.w.rows - 1 - rw);
+    const uint8_t *wrow = a.w.data + rw * a.w.rb + c0 * 16;
+    const unsigned short *srow = (const unsigned short *)a.w.scales + rw * a.w.ng + c0 * C / 32;
+    // the first S - 1 sweeps' weights fly while the previous kernel ends and x is staged
+    uint4 raw[S][R];
+    float sc[S][R];
 #pragma unroll
-    for (int i = 0; i < GEMV_R; i++) {
-        long long row = rw + i < a.w.rows ? rw + i : a.w.rows - 1;
-        wrow[i] = a.w.data + row * a.w.rb + c0 * 16;
-        srow[i] = (const unsigned short *)a.w.scales + row * a.w.ng + c0 * C / 32;
-    }
-    // the first step's weights fly while the previous kernel ends and x is staged
-    uint4 raw[GEMV_R];
-    float sc[GEMV_R];
-    if (lane < nch)
-        gemv_load<FMT>(raw, sc, wrow, srow, lane);
-    gemv_prefetch<FMT>(a, rt0, c0 + 32, nch - 32, warp, lane);
+    for (int d = 0; d < S - 1; d++)
+        if (lane + 32 * d < nch)
+            gemv_load<FMT, R>(raw[d], sc[d], wrow, srow, a.w.rb, a.w.ng, last, lane + 32 * d);
+    gemv_prefetch<FMT, R>(a, rt0, c0 + 32 * (S - 1), nch - 32 * (S - 1), warp, lane);
     gemv_wait_previous();
     gemv_allow_next();
     gemv_stage_x<FMT, NT>(xs, a, rt0, c0, nch);
     __syncthreads();
 
-    float acc[NT][GEMV_R];
+    float acc[NT][R];
 #pragma unroll
     for (int t = 0; t < NT; t++)
 #pragma unroll
-        for (int i = 0; i < GEMV_R; i++)
+        for (int i = 0; i < R; i++)
             acc[t][i] = 0.0f;
-    for (int ch = lane; ch < nch; ch += 32) {
-        uint4 nraw[GEMV_R];
-        float nsc[GEMV_R];
-        const bool more = ch + 32 < nch;
-        if (more) // the next step's loads fly while this one decodes
-            gemv_load<FMT>(nraw, nsc, wrow, srow, ch + 32);
-        gemv_chunk_dot<FMT, NT>(acc, raw, sc, xs + ch, a.chp);
-        if (more)
+    // a ring of S register sets: sweep k decodes from set k % S while the next S - 1 fly
+    for (int ch0 = lane; ch0 < nch; ch0 += 32 * S) {
 #pragma unroll
-            for (int i = 0; i < GEMV_R; i++)
-                raw[i] = nraw[i], sc[i] = nsc[i];
+        for (int d = 0; d < S; d++) {
+            const int ch = ch0 + 32 * d, ahead = ch + 32 * (S - 1);
+            if (ch >= nch)
+                break;
+            if (ahead < nch)
+                gemv_load<FMT, R>(raw[(d + S - 1) % S], sc[(d + S - 1) % S], wrow, srow, a.w.rb,
+                                  a.w.ng, last, ahead);
+            gemv_chunk_dot<FMT, NT, R>(acc, raw[d], sc[d], xs + ch, a.chp);
+        }
     }
-    gemv_store<NT>(acc, a, rw, lane);
+    gemv_store<NT, R>(acc, a, rw, lane);
     if (gridDim.y > 1)
-        gemv_split_finish(a, NT, rt0, tile);
+        gemv_split_finish<8 * R>(a, NT, rt0, tile);
 }
 
 // ---- the generic and 4-row kernels' block sums --------------------------------------------------

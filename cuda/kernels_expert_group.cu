@@ -38,8 +38,8 @@ struct gemv_group_args {
 };
 static_assert(sizeof(gemv_group_args) <= 4096, "kernel parameters are limited to 4 KiB");
 
-template <int FMT, int NT>
-__global__ void __launch_bounds__(GEMV_THREADS)
+template <int FMT, int NT, int R, int S>
+__global__ void __launch_bounds__(GEMV_THREADS, NT == 1 ? 2 : 1)
 gemv_group_kernel(const __grid_constant__ gemv_group_args g)
 {
     const long long m = blockIdx.x / g.tiles, tile = blockIdx.x % g.tiles;
@@ -54,7 +54,7 @@ gemv_group_kernel(const __grid_constant__ gemv_group_args g)
         a.part += m * gridDim.y * NT * a.part_rows;
         a.count += m * g.tiles;
     }
-    gemv_fast_body<FMT, NT>(a, tile);
+    gemv_fast_body<FMT, NT, R, S>(a, tile);
 }
 
 template <int FMT>
@@ -72,10 +72,10 @@ gemv_group_rows_kernel(const __grid_constant__ gemv_group_args g)
 // choice of sl_cuda_gemv (4-row kernel for f32/bf16/fp8 at one token, else the split kernel),
 // with the columns split for the launch's total row tiles. Launches as many matrices at a time
 // as the split workspace and counters hold; false, having launched nothing, when not even one.
-template <int FMT, int NT>
+template <int FMT, int NT, int R, int S>
 static bool group_launch(sl_cuda_ctx *c, const sl_wdev &w, const gemv_group_mats &mm, int n_mats)
 {
-    constexpr int C = gemv_chunk<FMT>::cols;
+    constexpr int C = gemv_chunk<FMT>::cols, ROWS = 8 * R;
     gemv_group_args g;
     memset(&g, 0, sizeof g);
     g.a.w = w;
@@ -92,7 +92,7 @@ static bool group_launch(sl_cuda_ctx *c, const sl_wdev &w, const gemv_group_mats
         CUDA_LAUNCHED(c, "expert_group (gemv rows)");
         return true;
     }
-    const long long nchunk = w.cols / C, tiles = (w.rows + GEMV_ROWS - 1) / GEMV_ROWS;
+    const long long nchunk = w.cols / C, tiles = (w.rows + ROWS - 1) / ROWS;
     const long long cps = gemv_split_cps(c, C, NT, nchunk, tiles * n_mats);
     const long long nsplit = (nchunk + cps - 1) / cps;
     long long per = n_mats;
@@ -110,7 +110,7 @@ static bool group_launch(sl_cuda_ctx *c, const sl_wdev &w, const gemv_group_mats
     g.a.cps = (int)cps;
     g.a.chp = (int)(cps | 1);
     int pf_kb = c->gemv.prefetch_kb >= 0 ? c->gemv.prefetch_kb : FMT == SL_WF_Q4 ? 32 : 0;
-    g.a.pf_row = pf_kb * 1024 / GEMV_ROWS;
+    g.a.pf_row = pf_kb * 1024 / ROWS;
     g.a.row0 = 0;
     g.a.part_rows = w.rows;
     const size_t smem = (size_t)NT * (C / 4) * g.a.chp * sizeof(float4);
@@ -124,7 +124,7 @@ static bool group_launch(sl_cuda_ctx *c, const sl_wdev &w, const gemv_group_mats
             g.m.n[i] = mm.n[m0 + i];
         }
         dim3 grid((unsigned)(k * tiles), (unsigned)nsplit);
-        gemv_launch_ex(c, gemv_group_kernel<FMT, NT>, grid, dim3(GEMV_THREADS), smem, g);
+        gemv_launch_ex(c, gemv_group_kernel<FMT, NT, R, S>, grid, dim3(GEMV_THREADS), smem, g);
         CUDA_LAUNCHED(c, "expert_group (gemv)");
     }
     return true;
@@ -138,7 +138,9 @@ static bool group_gemv(sl_cuda_ctx *c, const sl_weight *shape, const gemv_group_
     sl_wdev w = sl_cuda_wdev(shape);
     bool done = false;
     SL_CUDA_FMT_DISPATCH(shape->fmt, GEMV_NT_DISPATCH(max_n, {
-        done = group_launch<FMT, NT>(c, w, mm, n_mats);
+        done = NT == 1 && c->gemv.wide   ? group_launch<FMT, NT, GEMV_R1, 2>(c, w, mm, n_mats)
+               : NT == 1 && c->gemv.deep ? group_launch<FMT, NT, GEMV_R, 3>(c, w, mm, n_mats)
+                                         : group_launch<FMT, NT, GEMV_R, 2>(c, w, mm, n_mats);
     }));
     return done;
 }
@@ -315,9 +317,15 @@ template <int FMT> static cudaError_t group_allow_smem()
 {
     cudaError_t err = cudaSuccess;
     for (int n = 1; n <= GEMV_MAX_T && err == cudaSuccess; n++)
-        GEMV_NT_DISPATCH(n, err = cudaFuncSetAttribute(gemv_group_kernel<FMT, NT>,
+        GEMV_NT_DISPATCH(n, err = cudaFuncSetAttribute(gemv_group_kernel<FMT, NT, GEMV_R, 2>,
                                                       cudaFuncAttributeMaxDynamicSharedMemorySize,
                                                       GEMV_SMEM));
+    if (err == cudaSuccess)
+        err = cudaFuncSetAttribute(gemv_group_kernel<FMT, 1, GEMV_R1, 2>,
+                                   cudaFuncAttributeMaxDynamicSharedMemorySize, GEMV_SMEM);
+    if (err == cudaSuccess)
+        err = cudaFuncSetAttribute(gemv_group_kernel<FMT, 1, GEMV_R, 3>,
+                                   cudaFuncAttributeMaxDynamicSharedMemorySize, GEMV_SMEM);
     return err;
 }
 

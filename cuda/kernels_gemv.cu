@@ -21,6 +21,10 @@
 //     shared memory. Each split writes partial sums to the backend's workspace; the last block of
 //     a row tile to arrive (a self-resetting counter) adds them in split order, so results never
 //     depend on timing.
+//   - one token: 4 rows a warp and one sweep of loads in flight by default; `wide` takes 8 rows
+//     a warp (64-row blocks), `deep` keeps two sweeps in flight (a ring of 3 register sets),
+//     both to put more weight bytes in flight per SM (2 blocks of 8 warps at 103-128 registers:
+//     one sweep of 4 rows is 32 KiB an SM, about what 3 TB/s needs over a ~1 us DRAM latency).
 // Rows kernel (f32, bf16, fp8 at one token): 4 rows a block, x straight from L1; see below.
 // Both are launched with programmatic dependent launch (sm_90+): a kernel's blocks start while
 // the previous kernel on the stream ends and load their first weights then; they wait for it
@@ -41,10 +45,10 @@
 
 // ---- kernels (bodies in gemv.cuh) -------------------------------------------------------------
 
-template <int FMT, int NT>
-__global__ void __launch_bounds__(GEMV_THREADS) gemv_fast_kernel(gemv_args a)
+template <int FMT, int NT, int R, int S>
+__global__ void __launch_bounds__(GEMV_THREADS, NT == 1 ? 2 : 1) gemv_fast_kernel(gemv_args a)
 {
-    gemv_fast_body<FMT, NT>(a, blockIdx.x);
+    gemv_fast_body<FMT, NT, R, S>(a, blockIdx.x);
 }
 
 // Generic kernel: any shape and alignment, 4 rows a block, threads along the row.
@@ -109,12 +113,12 @@ static void gemv_rows_launch(sl_cuda_ctx *c, float *out, const float *x, const s
 
 // Columns cut as gemv_split_cps says; rows go in launches of at most as many row tiles as there
 // are counters and workspace for.
-template <int FMT, int NT>
+template <int FMT, int NT, int R, int S>
 static void gemv_fast_launch(sl_cuda_ctx *c, float *out, const float *x, const sl_wdev &w, int n)
 {
-    constexpr int C = gemv_chunk<FMT>::cols;
+    constexpr int C = gemv_chunk<FMT>::cols, ROWS = 8 * R;
     const long long nchunk = w.cols / C;
-    const long long cps = gemv_split_cps(c, C, NT, nchunk, (w.rows + GEMV_ROWS - 1) / GEMV_ROWS);
+    const long long cps = gemv_split_cps(c, C, NT, nchunk, (w.rows + ROWS - 1) / ROWS);
     const long long nsplit = (nchunk + cps - 1) / cps;
 
     gemv_args a;
@@ -123,10 +127,10 @@ static void gemv_fast_launch(sl_cuda_ctx *c, float *out, const float *x, const s
     a.cps = (int)cps;
     a.chp = (int)(cps | 1);
     int pf_kb = c->gemv.prefetch_kb >= 0 ? c->gemv.prefetch_kb : FMT == SL_WF_Q4 ? 32 : 0;
-    a.pf_row = pf_kb * 1024 / GEMV_ROWS;
+    a.pf_row = pf_kb * 1024 / ROWS;
     long long per_launch = w.rows;
     if (nsplit > 1) {
-        long long by_count = (long long)SL_CUDA_GEMV_COUNTERS * GEMV_ROWS;
+        long long by_count = (long long)SL_CUDA_GEMV_COUNTERS * ROWS;
         long long by_work = (long long)(c->work_floats / (size_t)(nsplit * NT));
         per_launch = per_launch < by_count ? per_launch : by_count;
         per_launch = per_launch < by_work ? per_launch : by_work;
@@ -144,8 +148,8 @@ static void gemv_fast_launch(sl_cuda_ctx *c, float *out, const float *x, const s
     for (long long r0 = 0; r0 < w.rows; r0 += per_launch) {
         a.row0 = r0;
         a.part_rows = w.rows - r0 < per_launch ? w.rows - r0 : per_launch;
-        dim3 grid((unsigned)((a.part_rows + GEMV_ROWS - 1) / GEMV_ROWS), (unsigned)nsplit);
-        gemv_launch_ex(c, gemv_fast_kernel<FMT, NT>, grid, dim3(GEMV_THREADS), smem, a);
+        dim3 grid((unsigned)((a.part_rows + ROWS - 1) / ROWS), (unsigned)nsplit);
+        gemv_launch_ex(c, gemv_fast_kernel<FMT, NT, R, S>, grid, dim3(GEMV_THREADS), smem, a);
     }
 }
 
@@ -161,8 +165,12 @@ void sl_cuda_gemv(sl_cuda_ctx *c, float *out, const float *x, const sl_weight *w
     SL_CUDA_FMT_DISPATCH(wt->fmt, GEMV_NT_DISPATCH(n, {
         if (rows)
             gemv_rows_launch<FMT>(c, out, x, w);
+        else if (fast && NT == 1 && c->gemv.wide)
+            gemv_fast_launch<FMT, NT, GEMV_R1, 2>(c, out, x, w, n);
+        else if (fast && NT == 1 && c->gemv.deep)
+            gemv_fast_launch<FMT, NT, GEMV_R, 3>(c, out, x, w, n);
         else if (fast)
-            gemv_fast_launch<FMT, NT>(c, out, x, w, n);
+            gemv_fast_launch<FMT, NT, GEMV_R, 2>(c, out, x, w, n);
         else
             gemv_generic_launch<FMT, NT>(c, out, x, w, n);
     }));
@@ -170,7 +178,7 @@ void sl_cuda_gemv(sl_cuda_ctx *c, float *out, const float *x, const sl_weight *w
 }
 
 // Defaults measured on an H100 (bench/results/gemv-h100-2026-11-24.md); SL_CUDA_GEMV or
-// sl_cuda_gemv_tune override them for benchmarks, e.g. "max=8,pdl=0,pf=0,fill=2,small=0".
+// sl_cuda_gemv_tune override them for benchmarks, e.g. "max=8,pdl=0,pf=0,fill=2,small=0,wide=1".
 static void gemv_cfg_parse(sl_cuda_gemv_cfg *g, const char *s, bool pdl_ok)
 {
     while (s && *s) {
@@ -192,6 +200,10 @@ static void gemv_cfg_parse(sl_cuda_gemv_cfg *g, const char *s, bool pdl_ok)
                 g->launch_rows = val < 0 ? 0 : val;
             else if (!strcmp(key, "small"))
                 g->rows_kernel = val != 0;
+            else if (!strcmp(key, "wide"))
+                g->wide = val != 0;
+            else if (!strcmp(key, "deep"))
+                g->deep = val != 0;
         }
         s = strchr(s, ',');
         if (s)
@@ -203,9 +215,15 @@ template <int FMT> static cudaError_t gemv_allow_smem()
 {
     cudaError_t err = cudaSuccess;
     for (int n = 1; n <= GEMV_MAX_T && err == cudaSuccess; n++)
-        GEMV_NT_DISPATCH(n, err = cudaFuncSetAttribute(gemv_fast_kernel<FMT, NT>,
+        GEMV_NT_DISPATCH(n, err = cudaFuncSetAttribute(gemv_fast_kernel<FMT, NT, GEMV_R, 2>,
                                                       cudaFuncAttributeMaxDynamicSharedMemorySize,
                                                       GEMV_SMEM));
+    if (err == cudaSuccess)
+        err = cudaFuncSetAttribute(gemv_fast_kernel<FMT, 1, GEMV_R1, 2>,
+                                   cudaFuncAttributeMaxDynamicSharedMemorySize, GEMV_SMEM);
+    if (err == cudaSuccess)
+        err = cudaFuncSetAttribute(gemv_fast_kernel<FMT, 1, GEMV_R, 3>,
+                                   cudaFuncAttributeMaxDynamicSharedMemorySize, GEMV_SMEM);
     return err;
 }
 
@@ -227,6 +245,8 @@ cudaError_t sl_cuda_gemv_init(sl_cuda_ctx *c)
     c->gemv.fill = 2;
     c->gemv.launch_rows = 0;
     c->gemv.rows_kernel = true;
+    c->gemv.wide = false; // unmeasured on a GPU yet: see gemv.cuh's GEMV_R1
+    c->gemv.deep = false;
     gemv_cfg_parse(&c->gemv, getenv("SL_CUDA_GEMV"), major >= 9);
     err = cudaMemsetAsync(c->gemv_count, 0, SL_CUDA_GEMV_COUNTERS * sizeof(unsigned), c->compute);
     for (int fmt = 0; fmt < SL_WF_COUNT && err == cudaSuccess; fmt++)
