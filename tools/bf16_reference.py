@@ -8,9 +8,13 @@ reference was), and the fixture's sequence (prompt + greedy[:-1]) is run three w
   fp32        must give logits.f32 back (checks the rebuild);
   bf16-inputs fp32 model, every linear layer's input rounded to bf16 (nearest even) where it is
               read: what sluice's bf16 mode does in its many-token matrix products;
+  sluice-bf16 fp32 model, a linear layer's input rounded to bf16 exactly where sluice's CUDA
+              backend rounds it in bf16 mode: every matrix but kv_b (which sluice widens to f32),
+              when more rows than its format's GEMV takes (bf16 6, fp8 4) are multiplied at once;
   bf16        the model cast to bfloat16 throughout (what "running the reference in bf16" means).
 It prints, per fixture and way, the worst and median relative L2 of the logits rows against
-logits.f32, and writes the bf16-inputs logits to OUTDIR/<fixture>-logits-bf16-inputs.f32.
+logits.f32, and writes the bf16-inputs and sluice-bf16 logits to
+OUTDIR/<fixture>-logits-{bf16-inputs,sluice-bf16}.f32.
 
     python3 tools/bf16_reference.py tests/fixtures OUTDIR
 """
@@ -28,7 +32,8 @@ import make_reference as mr  # noqa: E402  (CONFIGS, hf_config, load_into_transf
 
 
 def fixture_weights(d):
-    """The fixture's tensors as fp32, fp8 ones dequantized with their 128x128 block scales."""
+    """The fixture's tensors as fp32, fp8 ones dequantized with their 128x128 block scales, and
+    whether it has fp8 ones."""
     t = {}
     for f in sorted(os.listdir(d)):
         if f.endswith(".safetensors"):
@@ -43,7 +48,7 @@ def fixture_weights(d):
             s = s.float().repeat_interleave(128, 0).repeat_interleave(128, 1)
             v = v * s[: v.shape[0], : v.shape[1]]
         out[n] = v
-    return out
+    return out, any(n.endswith("_scale_inv") for n in t)
 
 
 def rel_l2(a, b):
@@ -52,11 +57,24 @@ def rel_l2(a, b):
 
 calls = {"n": 0}
 _linear = F.linear
+# sluice-bf16: parameter -> rows above which its product rounds x (None: never); set per model
+GEMV_MAX = {"bf16": 6, "fp8": 4}
+rounds_above = {}
 
 
 def linear_bf16_inputs(x, w, b=None):
     calls["n"] += 1
     return _linear(x.to(torch.bfloat16).to(x.dtype), w, b)
+
+
+def linear_sluice_bf16(x, w, b=None):
+    base = w if w._base is None else w._base
+    above = rounds_above.get(id(base), GEMV_MAX["bf16"])
+    rows = x.numel() // x.shape[-1]
+    if above is not None and rows > above:
+        calls["n"] += 1
+        x = x.to(torch.bfloat16).to(x.dtype)
+    return _linear(x, w, b)
 
 
 def main():
@@ -75,7 +93,8 @@ def main():
             __import__("numpy").fromfile(os.path.join(d, "logits.f32"), dtype="<f4")).view(
                 ref["logits_rows"], ref["vocab"])
         seq = torch.tensor([(ref["prompt"] + ref["greedy"])[:-1]])
-        model = mr.load_into_transformers(mr.hf_config(mr.CONFIGS[cfg_name]), fixture_weights(d),
+        weights, fp8 = fixture_weights(d)
+        model = mr.load_into_transformers(mr.hf_config(mr.CONFIGS[cfg_name]), weights,
                                           os.path.join("/tmp/bf16_reference", name))
         with torch.no_grad():
             got = {"fp32": model(seq).logits[0].float()}
@@ -86,14 +105,27 @@ def main():
             finally:
                 F.linear = _linear
             n_rounded = calls["n"]
+            rounds_above.clear()
+            for pn, p in model.named_parameters():
+                if "kv_b_proj" in pn:
+                    rounds_above[id(p)] = None
+                elif fp8 and any(k in pn for k in mr.FP8_LINEARS):
+                    rounds_above[id(p)] = GEMV_MAX["fp8"]
+            calls["n"] = 0
+            F.linear = linear_sluice_bf16
+            try:
+                got["sluice-bf16"] = model(seq).logits[0].float()
+            finally:
+                F.linear = _linear
+            n_sluice = calls["n"]
             got["bf16"] = model.to(torch.bfloat16)(seq).logits[0].float()
         for way, lg in got.items():
             e = torch.tensor(rel_l2(lg, want))
             print(f"{name} {way:12s} rel L2 vs logits.f32: worst {e.max():.3g} median {e.median():.3g}"
-                  f" (rows {len(e)}{', linear calls rounded ' + str(n_rounded) if way == 'bf16-inputs' else ''})",
+                  f" (rows {len(e)}; linear calls rounded: {n_rounded if way == 'bf16-inputs' else n_sluice if way == 'sluice-bf16' else '-'})",
                   flush=True)
-        got["bf16-inputs"].numpy().astype("<f4").tofile(
-            os.path.join(outdir, f"{name}-logits-bf16-inputs.f32"))
+        for way in ("bf16-inputs", "sluice-bf16"):
+            got[way].numpy().astype("<f4").tofile(os.path.join(outdir, f"{name}-logits-{way}.f32"))
 
 
 if __name__ == "__main__":

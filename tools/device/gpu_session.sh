@@ -3,7 +3,7 @@
 # io_uring reader against fio, and the streaming engine on a real-shape synthetic model with the
 # VRAM budget capped at 24 GB (a 4090 stand-in). Everything lands in $OUT.
 # usage (on the device, from the repo root, .carry/pack.txz made by tools/device/prepare_carry.sh):
-#   bash tools/device/gpu_session.sh [tests|memcheck|bench|stream|all]   (one call each: tests and
+#   bash tools/device/gpu_session.sh [tests|memcheck|verify|bench|stream|all]   (one call each: tests and
 #   memcheck take ~6 min apiece; `all` runs tests, bench and stream, past one call's 10 minutes)
 set -uo pipefail
 WHAT=${1:-all}
@@ -38,6 +38,49 @@ if [ "$WHAT" = memcheck ]; then
         timeout 150 compute-sanitizer --tool memcheck --error-exitcode 9 $B/gpu --jobs 1 --filter "$F/*" \
             > "$OUT/memcheck-$F.log" 2>&1; echo "memcheck $F rc=$?"; tail -2 "$OUT/memcheck-$F.log"
     done
+fi
+if [ "$WHAT" = verify ]; then
+    # One visit that checks a merge, most important first, each result written straight to the
+    # returned folder (a visit cut short still brings back what it finished): the bf16 oracle
+    # (tools/bf16_reference.py; its files copied in for cuda_model's oracle tests), the whole GPU
+    # suite in parallel jobs beside compute-sanitizer on the newest kernels' suites, then the
+    # one-token expert groups per GEMV shape (BASE: an older kernels binary, for before/after in
+    # the same run) and the GEMM table. At most 6 files come back.
+    V=$FINAL
+    log "bf16 oracle (transformers)"
+    mkdir -p /tmp/bf
+    timeout 90 python3 tools/bf16_reference.py tests/fixtures /tmp/bf > /tmp/bf/bf16_reference.log 2>&1
+    echo "oracle rc=$?"; grep "rel L2" /tmp/bf/bf16_reference.log
+    tar -C /tmp/bf -czf "$V/oracle.tgz" .
+    for d in tests/fixtures/tiny-*; do
+        cp "/tmp/bf/$(basename "$d")-logits-sluice-bf16.f32" "$d/logits-sluice-bf16.f32" 2>/dev/null
+    done
+    log "gpu tests (--jobs 8) beside memcheck of ${MEMCHECK:-cuda_expert_group cuda_gemm}"
+    timeout 240 $B/gpu --jobs 8 --verbose > "$V/gpu-tests.log" 2>&1 &
+    TP=$!
+    for F in ${MEMCHECK:-cuda_expert_group cuda_gemm}; do
+        timeout 240 compute-sanitizer --tool memcheck --error-exitcode 9 $B/gpu --jobs 2 --filter "$F/*" \
+            > "/tmp/memcheck-$F.log" 2>&1 &
+    done
+    wait $TP; echo "gpu tests rc=$?"
+    grep -E "FAIL|CRASH|Synthesis|transformers with the same rounding" "$V/gpu-tests.log" | head -30
+    wait
+    for F in ${MEMCHECK:-cuda_expert_group cuda_gemm}; do
+        echo "memcheck $F:"; tail -2 "/tmp/memcheck-$F.log"; cat "/tmp/memcheck-$F.log" >> "$V/memcheck.log"
+    done
+    log "expert groups, 1 token, per GEMV shape"
+    mkdir -p /tmp/bench
+    [ -n "${BASE:-}" ] && timeout 35 "$BASE" /tmp/bench/eg-base.csv expert-group 1 > /tmp/bench/eg-base.log 2>&1
+    for S in ${EG_VARIANTS:-wide=0 wide=1 deep=1}; do
+        SL_CUDA_GEMV=$S timeout 35 $B/kernels "/tmp/bench/eg-$S.csv" expert-group 1 > "/tmp/bench/eg-$S.log" 2>&1
+        tar -C /tmp/bench -czf "$V/bench.tgz" .
+    done
+    for f in /tmp/bench/eg-*.log; do echo "-- $f"; grep -E "^(d2d-copy|exp-group)" "$f" | head -14; done
+    log "GEMM table"
+    timeout ${GEMM_S:-80} $B/kernels /tmp/bench/gemm.csv gemm > /tmp/bench/gemm.log 2>&1
+    tar -C /tmp/bench -czf "$V/bench.tgz" .
+    sed -n '/expert GEMM, TFLOP/,$p' /tmp/bench/gemm.log | head -40
+    exit 0
 fi
 if [ "$WHAT" = bench ] || [ "$WHAT" = all ]; then
     log kernels bench

@@ -8,6 +8,8 @@ make -j2 CUDA=1 build/sluice build/tests/unit build/tests/gpu bench >/dev/null
 rm -rf .carry && mkdir -p .carry/bin .carry/lib
 cp build/sluice build/tests/unit build/tests/gpu .carry/bin/
 for b in build/bench/*; do [ -x "$b" ] && [ -f "$b" ] && cp "$b" .carry/bin/ || true; done
+# EXTRA_BINS="SRC:NAME ...": more programs to carry, e.g. an older build to compare against
+for x in ${EXTRA_BINS:-}; do cp "${x%%:*}" ".carry/bin/${x##*:}"; done
 command -v fio >/dev/null || apt-get install -y -q fio >/dev/null
 cp "$(command -v fio)" .carry/bin/
 for bin in .carry/bin/*; do
