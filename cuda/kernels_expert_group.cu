@@ -138,9 +138,13 @@ static bool group_gemv(sl_cuda_ctx *c, const sl_weight *shape, const gemv_group_
     sl_wdev w = sl_cuda_wdev(shape);
     bool done = false;
     SL_CUDA_FMT_DISPATCH(shape->fmt, GEMV_NT_DISPATCH(max_n, {
-        done = NT == 1 && c->gemv.wide   ? group_launch<FMT, NT, GEMV_R1, 2>(c, w, mm, n_mats)
-               : NT == 1 && c->gemv.deep ? group_launch<FMT, NT, GEMV_R, 3>(c, w, mm, n_mats)
-                                         : group_launch<FMT, NT, GEMV_R, 2>(c, w, mm, n_mats);
+        // (if constexpr: the one-token shapes are compiled for one token only)
+        if constexpr (NT == 1)
+            done = c->gemv.wide   ? group_launch<FMT, NT, GEMV_R1, 2>(c, w, mm, n_mats)
+                   : c->gemv.deep ? group_launch<FMT, NT, GEMV_R, 3>(c, w, mm, n_mats)
+                                  : group_launch<FMT, NT, GEMV_R, 2>(c, w, mm, n_mats);
+        else
+            done = group_launch<FMT, NT, GEMV_R, 2>(c, w, mm, n_mats);
     }));
     return done;
 }

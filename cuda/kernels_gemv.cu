@@ -21,10 +21,14 @@
 //     shared memory. Each split writes partial sums to the backend's workspace; the last block of
 //     a row tile to arrive (a self-resetting counter) adds them in split order, so results never
 //     depend on timing.
-//   - one token: 4 rows a warp and one sweep of loads in flight by default; `wide` takes 8 rows
-//     a warp (64-row blocks), `deep` keeps two sweeps in flight (a ring of 3 register sets),
-//     both to put more weight bytes in flight per SM (2 blocks of 8 warps at 103-128 registers:
-//     one sweep of 4 rows is 32 KiB an SM, about what 3 TB/s needs over a ~1 us DRAM latency).
+//   - one token: `wide` (the default) takes 8 rows a warp (64-row blocks); wide=0 is 4 rows a
+//     warp with one sweep of loads in flight, `deep` 4 rows with two sweeps in flight (a ring of
+//     3 register sets). wide and deep put more weight bytes in flight per SM (2 blocks of 8 warps
+//     at 103-128 registers: one sweep of 4 rows is 32 KiB an SM, about what 3 TB/s needs over a
+//     ~1 us DRAM latency); wide also halves x staging per weight. Measured (H100, expert group):
+//     wide 0.775 / 0.509 of copy for q8 / q4, wide=0 0.745 / 0.480, deep 0.756 / 0.478. So q4
+//     is not bound by bytes in flight (deep gains nothing) and little by x staging (wide halves
+//     it for +3%): the likely limit is its decode's instruction issue (not profiled).
 // Rows kernel (f32, bf16, fp8 at one token): 4 rows a block, x straight from L1; see below.
 // Both are launched with programmatic dependent launch (sm_90+): a kernel's blocks start while
 // the previous kernel on the stream ends and load their first weights then; they wait for it
@@ -163,16 +167,20 @@ void sl_cuda_gemv(sl_cuda_ctx *c, float *out, const float *x, const sl_weight *w
     bool fast = gemv_fast_ok(w, x);
     bool rows = fast && n == 1 && wt->fmt <= SL_WF_FP8 && c->gemv.rows_kernel;
     SL_CUDA_FMT_DISPATCH(wt->fmt, GEMV_NT_DISPATCH(n, {
+        // (if constexpr: the one-token shapes are compiled for one token only)
         if (rows)
             gemv_rows_launch<FMT>(c, out, x, w);
-        else if (fast && NT == 1 && c->gemv.wide)
-            gemv_fast_launch<FMT, NT, GEMV_R1, 2>(c, out, x, w, n);
-        else if (fast && NT == 1 && c->gemv.deep)
-            gemv_fast_launch<FMT, NT, GEMV_R, 3>(c, out, x, w, n);
-        else if (fast)
-            gemv_fast_launch<FMT, NT, GEMV_R, 2>(c, out, x, w, n);
-        else
+        else if (!fast)
             gemv_generic_launch<FMT, NT>(c, out, x, w, n);
+        else if constexpr (NT == 1) {
+            if (c->gemv.wide)
+                gemv_fast_launch<FMT, NT, GEMV_R1, 2>(c, out, x, w, n);
+            else if (c->gemv.deep)
+                gemv_fast_launch<FMT, NT, GEMV_R, 3>(c, out, x, w, n);
+            else
+                gemv_fast_launch<FMT, NT, GEMV_R, 2>(c, out, x, w, n);
+        } else
+            gemv_fast_launch<FMT, NT, GEMV_R, 2>(c, out, x, w, n);
     }));
     CUDA_LAUNCHED(c, "matmul (gemv)");
 }
@@ -245,7 +253,7 @@ cudaError_t sl_cuda_gemv_init(sl_cuda_ctx *c)
     c->gemv.fill = 2;
     c->gemv.launch_rows = 0;
     c->gemv.rows_kernel = true;
-    c->gemv.wide = false; // unmeasured on a GPU yet: see gemv.cuh's GEMV_R1
+    c->gemv.wide = true; // measured ahead of R = 4 and of deep (gemv.cuh's GEMV_R1)
     c->gemv.deep = false;
     gemv_cfg_parse(&c->gemv, getenv("SL_CUDA_GEMV"), major >= 9);
     err = cudaMemsetAsync(c->gemv_count, 0, SL_CUDA_GEMV_COUNTERS * sizeof(unsigned), c->compute);
