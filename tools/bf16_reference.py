@@ -96,6 +96,14 @@ def main():
         weights, fp8 = fixture_weights(d)
         model = mr.load_into_transformers(mr.hf_config(mr.CONFIGS[cfg_name]), weights,
                                           os.path.join("/tmp/bf16_reference", name))
+        # transformers 5 runs the routed experts through batched/grouped matrix products by
+        # default, which F.linear never sees: the per-expert loop (eager) calls F.linear on each
+        # expert's token rows, so the rounding below reaches them (the 2026-12-06 run lacked this:
+        # it rounded 24 of tiny-a's products, none of them a routed expert's)
+        for mod in model.modules():
+            cfg = getattr(mod, "config", None)
+            if cfg is not None:
+                cfg._experts_implementation = "eager"
         with torch.no_grad():
             got = {"fp32": model(seq).logits[0].float()}
             calls["n"] = 0

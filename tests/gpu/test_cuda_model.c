@@ -8,7 +8,8 @@
  * then decodes 16 more. 1e-2, not 5e-3: rounding the matmul inputs to bf16 alone moves the
  * logits by up to 6.4e-3 (tiny-a-bf16), 7.2e-3 (tiny-a-fp8), 7.0e-3 (tiny-b-bf16) and 6.6e-3
  * (tiny-b-fp8) at a position, measured with the CPU backend rounding the same inputs (the GPU
- * matched it to 3 digits). tiny-a keeps its 11-token prompt: in its continuation, position 18's
+ * matched it to 3 digits), and transformers rounding its linear inputs moves them as far
+ * (6.8-8.2e-3: bench/results/bf16-drift-2026-12-06.md). tiny-a keeps its 11-token prompt: in its continuation, position 18's
  * expert choice is so near a tie that this rounding flips it (rel L2 0.79 there, in fp32 as on
  * the GPU). Skips without a CUDA device. */
 #include "cpu/cpu.h"

@@ -42,7 +42,8 @@ fi
 if [ "$WHAT" = verify ]; then
     # One visit that checks a merge, most important first, each result written straight to the
     # returned folder (a visit cut short still brings back what it finished): the bf16 oracle
-    # (tools/bf16_reference.py; its files copied in for cuda_model's oracle tests), the whole GPU
+    # (tools/bf16_reference.py; its sluice-bf16 logits copied into the fixtures for an oracle
+    # test, none committed yet: bench/results/bf16-drift-2026-12-06.md), the whole GPU
     # suite in parallel jobs beside compute-sanitizer on the newest kernels' suites, then the
     # one-token expert groups per GEMV shape (BASE: an older kernels binary, for before/after in
     # the same run) and the GEMM table. At most 6 files come back.
