@@ -13,8 +13,9 @@
  *     set SL_CUDA_SYNC=1 in the environment to synchronise after every launch and name the op.
  *   - numerics: activations are stored fp32 and every sum is accumulated in fp32; weights are
  *     decoded inside the matrix products (exactly: every code of every format is an fp32 value).
- *     Matmuls of 1..8 tokens are fp32 GEMVs; of more tokens on bf16/fp8/q8/q4 weights, tensor-core
- *     products whose activation rounding sl_cuda_set_activations chooses (below).
+ *     Matmuls of few tokens are fp32 GEMVs (up to 4 on fp8/q8/q4 weights, 6 on bf16, 12 on f32:
+ *     the measured crossover, kernels_matmul.cu); of more tokens on bf16/fp8/q8/q4 weights,
+ *     tensor-core products whose activation rounding sl_cuda_set_activations chooses (below).
  *   - cuBLAS is loaded (dlopen) the first time a matmul path uses it, not at create; its scratch
  *     is a fixed slice of the workspace.
  *
@@ -71,7 +72,8 @@ int sl_cuda_gemv_tune(sl_backend *b, const char *spec);
 void *sl_cuda_compute_stream(sl_backend *b);
 
 /* ---- numerics and paths of the many-token matrix products ---------------------------------
- * matmul with n > 8 tokens on bf16, fp8, q8 or q4 weights runs on tensor cores: bf16 x bf16
+ * matmul of more tokens than the GEMV takes (above: 4 on fp8/q8/q4 weights, 6 on bf16) on bf16,
+ * fp8, q8 or q4 weights runs on tensor cores: bf16 x bf16
  * products with fp32 sums. The fused kernel decodes weight codes exactly (every code is a bf16
  * value) and applies scales to fp32 partial sums of 32 columns; cuBLAS takes bf16 weights as
  * stored. What the activations x are rounded to:
@@ -84,17 +86,17 @@ void *sl_cuda_compute_stream(sl_backend *b);
  *     rounded too (code * scale to bf16, nearest even; ~2.4e-3 together) where they go through a
  *     bf16 copy: on sm_90 (H100/H200) from 192 to 511 tokens (96 to 255 when cols <= 4096)
  *     through the wgmma kernel (kernels_wgmma.cu, the copy made per block in shared memory),
- *     above through cuBLAS on a copy in the workspace; on other GPUs through cuBLAS from 256 tokens (128 when
- *     cols <= 4096). Both give the same numbers for the same weights.
- * Not affected, fp32 in both modes: matmul of 1..8 tokens (the GEMV reads x in fp32; rounding it
- * would cost a pass and save nothing), matmul on f32 weights, MLA attention's products, and every
- * other op (norms, rope, softmax, routing, elementwise). fp8 codes 0x7f/0xff (NaN) read as +-480
- * in the fused kernel; quantizers never write them.
+ *     above through cuBLAS on a copy in the workspace; on other GPUs through cuBLAS from 256
+ *     tokens (128 when cols <= 4096). Both give the same numbers for the same weights.
+ * Not affected, fp32 in both modes: matmul of the GEMV's few tokens (it reads x in fp32; rounding
+ * it would cost a pass and save nothing), matmul on f32 weights, MLA attention's products, and
+ * every other op (norms, rope, softmax, routing, elementwise). fp8 codes 0x7f/0xff (NaN) read as
+ * +-480 in the fused kernel; quantizers never write them.
  * Returns 0, or SL_E_ARG for another value. Affects ops queued after it. Cost: none. */
 typedef enum { SL_CUDA_ACT_F32 = 0, SL_CUDA_ACT_BF16 = 1 } sl_cuda_act;
 int sl_cuda_set_activations(sl_backend *b, sl_cuda_act act, sl_error *e);
 
-/* For benchmarks and tests: pin the many-token matmul (n > 8) to one path.
+/* For benchmarks and tests: pin the many-token matmul (past the GEMV's token count) to one path.
  *   SL_CUDA_GEMM_AUTO   the default: on bf16 weights the fused tensor-core kernel
  *                       (kernels_tc.cu) below 64 tokens, cuBLAS from 64; on fp8/q8/q4 the
  *                       fused kernel, or in bf16-activation mode the wgmma kernel from 192 to
