@@ -150,6 +150,24 @@ void sl_cuda_record_cuda(sl_cuda_ctx *c, cudaError_t err, const char *call, cons
 sl_cuda_ctx *sl_cuda_enter(sl_backend *b);
 
 // 1-D launch geometry for `n` independent items.
+// Split-K of a tiled matmul (kernels_tc.cu, kernels_wgmma.cu): k-steps per split, so that
+// `tiles` output tiles fill about `slots` resident blocks (occupancy x SMs) when they are fewer,
+// each split keeps at least min_steps of the kt steps, and the splits' partial sums (n x rows
+// floats each) fit work_floats. kt when no split is needed or possible.
+static inline int sl_cuda_split_k_chunk(long long tiles, long long slots, long long kt,
+                                        int min_steps, int n, long long rows, size_t work_floats)
+{
+    long long splits = 1;
+    if (tiles < slots) {
+        splits = slots / tiles;
+        long long by_k = kt / min_steps, by_work = (long long)(work_floats / ((size_t)n * rows));
+        splits = splits > by_k ? by_k : splits;
+        splits = splits > by_work ? by_work : splits;
+        splits = splits < 1 ? 1 : splits;
+    }
+    return (int)((kt + splits - 1) / splits);
+}
+
 static inline unsigned sl_cuda_blocks(size_t n, unsigned threads)
 {
     size_t g = (n + threads - 1) / threads;

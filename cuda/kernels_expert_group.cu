@@ -17,7 +17,7 @@
 // group's first, runs through matmul (gather into its scratch rows first) inside the same
 // steps; the silu and the scatter still cover the whole group. Scratch (model.h): gate
 // (R, inter), up (R, inter), gathered x / down output (R, hidden), R = the group's token rows.
-#include "cuda/gemv.cuh"
+#include "cuda/gemv_rows.cuh"
 
 enum { GROUP_MATS = 2 * SL_EXPERT_GROUP_MAX, GROUP_SCATTER_THREADS = 256 };
 

@@ -41,7 +41,7 @@
 // fp8 0.64/0.62, q8 0.60/0.73, q4 0.39/0.49; 8 tokens: 0.12 (q4) .. 0.72 (f32), 2x the GEMM.
 // What is left is a fixed ~2-3 us per launch (a new grid, the first loads' latency, the block
 // sums), a large share of a 7-15 MB matrix: bench/results/gemv-h100-2026-11-24.md.
-#include "cuda/gemv.cuh"
+#include "cuda/gemv_rows.cuh"
 
 #include <stdio.h>
 #include <stdlib.h>

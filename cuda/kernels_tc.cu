@@ -417,15 +417,8 @@ static void tc_run(sl_cuda_ctx *c, tc_args a, size_t work_floats)
     occ = occ < 1 ? 1 : occ > 2 ? 2 : occ;
 
     long long rows = a.w.rows, tm = (rows + TC_BM - 1) / TC_BM, tn = (a.n + NT * 8 - 1) / (NT * 8);
-    long long tiles = tm * tn, slots = (long long)occ * c->sm_count, splits = 1;
-    if (tiles < slots) {
-        splits = slots / tiles;
-        long long by_k = a.kt / 4, by_work = (long long)(work_floats / ((size_t)a.n * rows));
-        splits = splits > by_k ? by_k : splits;
-        splits = splits > by_work ? by_work : splits;
-        splits = splits < 1 ? 1 : splits;
-    }
-    a.kchunk = (int)((a.kt + splits - 1) / splits);
+    a.kchunk = sl_cuda_split_k_chunk(tm * tn, (long long)occ * c->sm_count, a.kt, 4, a.n, rows,
+                                     work_floats);
     a.splits = (a.kt + a.kchunk - 1) / a.kchunk;
     a.stages = S;
     if (tm > 0x7fffffffLL || tn > 65535) {

@@ -207,15 +207,9 @@ static bool wg_run(sl_cuda_ctx *c, wg_args a, size_t work_floats)
     occ = c->wg_fill && c->wg_fill < occ ? c->wg_fill : occ;
 
     long long rows = a.w.rows, tm = (rows + WG_BM - 1) / WG_BM, tn = (a.n + BN - 1) / BN;
-    long long tiles = tm * tn, slots = (long long)occ * c->sm_count, splits = 1;
-    if (tiles < slots) { // split k to fill the resident slots, each split >= 8 stages
-        splits = slots / tiles;
-        long long by_k = a.kt / 8, by_work = (long long)(work_floats / ((size_t)a.n * rows));
-        splits = splits > by_k ? by_k : splits;
-        splits = splits > by_work ? by_work : splits;
-        splits = splits < 1 ? 1 : splits;
-    }
-    a.kchunk = (int)((a.kt + splits - 1) / splits);
+    // split k to fill the resident slots, each split >= 8 stages
+    a.kchunk = sl_cuda_split_k_chunk(tm * tn, (long long)occ * c->sm_count, a.kt, 8, a.n, rows,
+                                     work_floats);
     a.splits = (a.kt + a.kchunk - 1) / a.kchunk;
     a.stages = S;
     if (tm > 0x7fffffffLL || tn > 65535)

@@ -77,6 +77,16 @@ def linear_sluice_bf16(x, w, b=None):
     return _linear(x, w, b)
 
 
+def run_with(model, seq, linear):
+    """The model's logits with F.linear replaced by `linear`, and how many products it rounded."""
+    calls["n"] = 0
+    F.linear = linear
+    try:
+        return model(seq).logits[0].float(), calls["n"]
+    finally:
+        F.linear = _linear
+
+
 def main():
     if len(sys.argv) != 3:
         raise SystemExit("usage: bf16_reference.py FIXTURES OUTDIR")
@@ -106,26 +116,14 @@ def main():
                 cfg._experts_implementation = "eager"
         with torch.no_grad():
             got = {"fp32": model(seq).logits[0].float()}
-            calls["n"] = 0
-            F.linear = linear_bf16_inputs
-            try:
-                got["bf16-inputs"] = model(seq).logits[0].float()
-            finally:
-                F.linear = _linear
-            n_rounded = calls["n"]
+            got["bf16-inputs"], n_rounded = run_with(model, seq, linear_bf16_inputs)
             rounds_above.clear()
             for pn, p in model.named_parameters():
                 if "kv_b_proj" in pn:
                     rounds_above[id(p)] = None
                 elif fp8 and any(k in pn for k in mr.FP8_LINEARS):
                     rounds_above[id(p)] = GEMV_MAX["fp8"]
-            calls["n"] = 0
-            F.linear = linear_sluice_bf16
-            try:
-                got["sluice-bf16"] = model(seq).logits[0].float()
-            finally:
-                F.linear = _linear
-            n_sluice = calls["n"]
+            got["sluice-bf16"], n_sluice = run_with(model, seq, linear_sluice_bf16)
             got["bf16"] = model.to(torch.bfloat16)(seq).logits[0].float()
         for way, lg in got.items():
             e = torch.tensor(rel_l2(lg, want))
