@@ -1,6 +1,6 @@
-// cuBLAS for the many-token matmul on bf16 weights (kernels_tc.cu), loaded with dlopen the first
-// time it is wanted: libcublas and libcublasLt are ~600 MB that a process maps only if it uses
-// them, the runtime here is linked statically, and a machine without the library still runs
+// cuBLAS for the many-token matmul on bf16 weights (kernels_tc_path.cu), loaded with dlopen the
+// first time it is wanted: libcublas and libcublasLt are ~600 MB that a process maps only if it
+// uses them, the runtime here is linked statically, and a machine without the library still runs
 // every other path. Its scratch is a fixed slice of the backend's workspace, so it allocates no
 // device memory after the handle is made.
 #include "cuda/internal.cuh"

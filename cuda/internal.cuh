@@ -316,16 +316,22 @@ void sl_cuda_matmul(sl_cuda_ctx *c, float *out, const float *x, const sl_weight 
 // The few-token path (1 <= n <= 16, kernels_gemv.cu) and the many-token one (kernels_gemm.cu).
 void sl_cuda_gemv(sl_cuda_ctx *c, float *out, const float *x, const sl_weight *w, int n);
 void sl_cuda_gemm_weight(sl_cuda_ctx *c, float *out, const float *x, const sl_weight *w, int n);
-// The many-token matmul on tensor cores for bf16/fp8/q8/q4 weights (kernels_tc.cu); false when
-// it does not take this call (f32 weights, the SIMT path pinned, no workspace room).
+// The many-token matmul on tensor cores for bf16/fp8/q8/q4 weights: the fused kernel, the wgmma
+// one or cuBLAS, whichever the path choice takes (kernels_tc_path.cu); false when it does not
+// take this call (f32 weights, the SIMT path pinned, no workspace room).
 bool sl_cuda_gemm_tc(sl_cuda_ctx *c, float *out, const float *x, const sl_weight *w, int n);
+// The fused tensor-core kernel alone (kernels_tc.cu), activations split hi + lo unless
+// c->act_bf16; false when it does not take this call (f32 weights, no workspace room).
+bool sl_cuda_gemm_fused(sl_cuda_ctx *c, float *out, const float *x, const sl_weight *w, int n);
 // The same on Hopper's wgmma in bf16-activation mode (kernels_wgmma.cu); false when it does not
 // take this call (another GPU or mode, cols % 64 != 0, misaligned planes, no workspace room).
 bool sl_cuda_gemm_wgmma(sl_cuda_ctx *c, float *out, const float *x, const sl_weight *w, int n);
-// kernels_tc.cu's passes, shared with kernels_wgmma.cu: x (n, K) -> bf16 (n, kp) rounded to
-// nearest even, natural column order, zero past K; and out[e] = sum of work[s total + e] over
-// s < splits, in split order.
-void sl_cuda_tc_act_bf16(sl_cuda_ctx *c, const float *x, int n, int K, int kp, uint16_t *hi);
+// kernels_tc.cu's passes, shared with kernels_wgmma.cu and kernels_tc_path.cu's cuBLAS calls:
+// x (n, K) -> bf16 hi (n, kp) rounded to nearest even and, when lo is not NULL, lo = bf16(x - hi),
+// natural column order, zero past K; and out[e] = sum of work[s total + e] over s < splits, in
+// split order.
+void sl_cuda_tc_act_bf16(sl_cuda_ctx *c, const float *x, int n, int K, int kp, uint16_t *hi,
+                         uint16_t *lo);
 void sl_cuda_tc_sum_splits(sl_cuda_ctx *c, float *out, const float *work, size_t total, int splits);
 
 // cuBLAS (cublas.cu), loaded with dlopen on first use. The top SL_CUDA_BLAS_WS bytes of the

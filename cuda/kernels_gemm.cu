@@ -3,7 +3,7 @@
 //   - matmul (more tokens than the GEMV takes) on f32 weights, or on any format when pinned
 //     (sl_cuda_set_gemm_path): A = the token rows x, B = the weight (decoded 8 columns per load
 //     where cols % 8 == 0, else one element at a time); bf16/fp8/q8/q4 weights otherwise take
-//     kernels_tc.cu;
+//     the tensor cores (kernels_tc_path.cu);
 //   - MLA attention: A and B strided fp32 views of q, the latent cache, scores, kv_b (see
 //     sl_gemm_operand), batched over heads.
 // A block computes a BM x BN tile of C with (BM/TM) x (BN/TN) threads, TM x TN outputs each,
@@ -460,8 +460,9 @@ void sl_cuda_gemm_f32(sl_cuda_ctx *c, const sl_gemm_f32 *g)
               "mla_attention (gemm)");
 }
 
-// out (n, rows) = x (n, cols) . W^T past the GEMV's token count: on tensor cores (kernels_tc.cu)
-// unless the weights are f32 or this fp32 kernel is pinned (sl_cuda_set_gemm_path).
+// out (n, rows) = x (n, cols) . W^T past the GEMV's token count: on tensor cores
+// (kernels_tc_path.cu) unless the weights are f32 or this fp32 kernel is pinned
+// (sl_cuda_set_gemm_path).
 void sl_cuda_gemm_weight(sl_cuda_ctx *c, float *out, const float *x, const sl_weight *wt, int n)
 {
     if (sl_cuda_gemm_tc(c, out, x, wt, n))

@@ -243,7 +243,8 @@ static bool wg_matmul(sl_cuda_ctx *c, float *out, const float *x, const sl_wdev 
         a.n = m;
         a.kp = kp;
         a.kt = kp / 64;
-        sl_cuda_tc_act_bf16(c, x + (size_t)t0 * w.cols, m, (int)w.cols, kp, (uint16_t *)a.x);
+        sl_cuda_tc_act_bf16(c, x + (size_t)t0 * w.cols, m, (int)w.cols, kp, (uint16_t *)a.x,
+                            NULL);
         bool ok = bn == 256 ? wg_run<FMT, 256>(c, a, c->work_floats - xfloats)
                             : wg_run<FMT, 128>(c, a, c->work_floats - xfloats);
         if (!ok)
