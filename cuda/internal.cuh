@@ -54,7 +54,7 @@ enum {
 };
 
 // Few-token matmul settings (kernels_gemv.cu): defaults from measurement, overridable for
-// benchmarks with SL_CUDA_GEMV="max=12,pdl=1,pf=-1,fill=2,rows=0,small=1,wide=0,deep=0" (any subset, comma
+// benchmarks with SL_CUDA_GEMV="max=12,pdl=1,pf=-1,fill=2,rows=0,small=1,wide=0,deep=0,tc=1" (any subset, comma
 // separated) or sl_cuda_gemv_tune().
 struct sl_cuda_gemv_cfg {
     int max_tokens;    // matmuls of up to this many tokens take the GEMV (1..16, default 12)
@@ -69,6 +69,7 @@ struct sl_cuda_gemv_cfg {
     bool rows_kernel;  // one token, f32/bf16/fp8: the 4-rows-a-block kernel, not the split one
     bool wide;         // one token, split kernel: GEMV_R1 rows a warp, not GEMV_R
     bool deep;         // one token, split kernel, not wide: 2 sweeps of loads in flight, not 1
+    bool tc;           // one token, q4: the tensor-core kernel (gemv_tc.cuh), not the split one
 };
 
 enum { SL_CUDA_GEMV_COUNTERS = 16384 };

@@ -18,6 +18,7 @@
 // steps; the silu and the scatter still cover the whole group. Scratch (model.h): gate
 // (R, inter), up (R, inter), gathered x / down output (R, hidden), R = the group's token rows.
 #include "cuda/gemv_rows.cuh"
+#include "cuda/gemv_tc.cuh"
 
 enum { GROUP_MATS = 2 * SL_EXPERT_GROUP_MAX, GROUP_SCATTER_THREADS = 256 };
 
@@ -54,7 +55,10 @@ gemv_group_kernel(const __grid_constant__ gemv_group_args g)
         a.part += m * gridDim.y * NT * a.part_rows;
         a.count += m * g.tiles;
     }
-    gemv_fast_body<FMT, NT, R, S>(a, tile);
+    if constexpr (R == GEMV_TC_R)
+        gemv_tc_body(a, tile);
+    else
+        gemv_fast_body<FMT, NT, R, S>(a, tile);
 }
 
 template <int FMT>
@@ -139,6 +143,11 @@ static bool group_gemv(sl_cuda_ctx *c, const sl_weight *shape, const gemv_group_
     bool done = false;
     SL_CUDA_FMT_DISPATCH(shape->fmt, GEMV_NT_DISPATCH(max_n, {
         // (if constexpr: the one-token shapes are compiled for one token only)
+        if constexpr (NT == 1 && FMT == SL_WF_Q4)
+            if (c->gemv.tc && gemv_tc_ok(w)) {
+                done = group_launch<FMT, NT, GEMV_TC_R, 2>(c, w, mm, n_mats);
+                break;
+            }
         if constexpr (NT == 1)
             done = c->gemv.wide   ? group_launch<FMT, NT, GEMV_R1, 2>(c, w, mm, n_mats)
                    : c->gemv.deep ? group_launch<FMT, NT, GEMV_R, 3>(c, w, mm, n_mats)
@@ -330,6 +339,10 @@ template <int FMT> static cudaError_t group_allow_smem()
     if (err == cudaSuccess)
         err = cudaFuncSetAttribute(gemv_group_kernel<FMT, 1, GEMV_R, 3>,
                                    cudaFuncAttributeMaxDynamicSharedMemorySize, GEMV_SMEM);
+    if constexpr (FMT == SL_WF_Q4)
+        if (err == cudaSuccess)
+            err = cudaFuncSetAttribute(gemv_group_kernel<FMT, 1, GEMV_TC_R, 2>,
+                                       cudaFuncAttributeMaxDynamicSharedMemorySize, GEMV_SMEM);
     return err;
 }
 

@@ -29,6 +29,10 @@
 //     wide 0.775 / 0.509 of copy for q8 / q4, wide=0 0.745 / 0.480, deep 0.756 / 0.478. So q4
 //     is not bound by bytes in flight (deep gains nothing) and little by x staging (wide halves
 //     it for +3%): the likely limit is its decode's instruction issue (not profiled).
+// Tensor-core kernel (q4 at one token, rows of whole 128-column steps; c->gemv.tc):
+//   gemv_tc.cuh. The same split, staging and launch as the split kernel, 16 rows a warp; a q4
+//   weight pair costs one mask-or and one bf16 subtract, the products and sums go to
+//   mma.m16n8k16 with x as bf16 hi + lo (the split kernel's precision).
 // Rows kernel (f32, bf16, fp8 at one token): 4 rows a block, x straight from L1; see below.
 // Both are launched with programmatic dependent launch (sm_90+): a kernel's blocks start while
 // the previous kernel on the stream ends and load their first weights then; they wait for it
@@ -42,6 +46,7 @@
 // What is left is a fixed ~2-3 us per launch (a new grid, the first loads' latency, the block
 // sums), a large share of a 7-15 MB matrix: bench/results/gemv-h100-2026-11-24.md.
 #include "cuda/gemv_rows.cuh"
+#include "cuda/gemv_tc.cuh"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,7 +57,10 @@
 template <int FMT, int NT, int R, int S>
 __global__ void __launch_bounds__(GEMV_THREADS, NT == 1 ? 2 : 1) gemv_fast_kernel(gemv_args a)
 {
-    gemv_fast_body<FMT, NT, R, S>(a, blockIdx.x);
+    if constexpr (R == GEMV_TC_R)
+        gemv_tc_body(a, blockIdx.x);
+    else
+        gemv_fast_body<FMT, NT, R, S>(a, blockIdx.x);
 }
 
 // Generic kernel: any shape and alignment, 4 rows a block, threads along the row.
@@ -173,6 +181,11 @@ void sl_cuda_gemv(sl_cuda_ctx *c, float *out, const float *x, const sl_weight *w
         else if (!fast)
             gemv_generic_launch<FMT, NT>(c, out, x, w, n);
         else if constexpr (NT == 1) {
+            if constexpr (FMT == SL_WF_Q4)
+                if (c->gemv.tc && gemv_tc_ok(w)) {
+                    gemv_fast_launch<FMT, NT, GEMV_TC_R, 2>(c, out, x, w, n);
+                    break;
+                }
             if (c->gemv.wide)
                 gemv_fast_launch<FMT, NT, GEMV_R1, 2>(c, out, x, w, n);
             else if (c->gemv.deep)
@@ -212,6 +225,8 @@ static void gemv_cfg_parse(sl_cuda_gemv_cfg *g, const char *s, bool pdl_ok)
                 g->wide = val != 0;
             else if (!strcmp(key, "deep"))
                 g->deep = val != 0;
+            else if (!strcmp(key, "tc"))
+                g->tc = val != 0;
         }
         s = strchr(s, ',');
         if (s)
@@ -232,6 +247,10 @@ template <int FMT> static cudaError_t gemv_allow_smem()
     if (err == cudaSuccess)
         err = cudaFuncSetAttribute(gemv_fast_kernel<FMT, 1, GEMV_R, 3>,
                                    cudaFuncAttributeMaxDynamicSharedMemorySize, GEMV_SMEM);
+    if constexpr (FMT == SL_WF_Q4)
+        if (err == cudaSuccess)
+            err = cudaFuncSetAttribute(gemv_fast_kernel<FMT, 1, GEMV_TC_R, 2>,
+                                       cudaFuncAttributeMaxDynamicSharedMemorySize, GEMV_SMEM);
     return err;
 }
 
@@ -255,6 +274,7 @@ cudaError_t sl_cuda_gemv_init(sl_cuda_ctx *c)
     c->gemv.rows_kernel = true;
     c->gemv.wide = true; // measured ahead of R = 4 and of deep (gemv.cuh's GEMV_R1)
     c->gemv.deep = false;
+    c->gemv.tc = false; // (not yet measured against the split kernel)
     gemv_cfg_parse(&c->gemv, getenv("SL_CUDA_GEMV"), major >= 9);
     err = cudaMemsetAsync(c->gemv_count, 0, SL_CUDA_GEMV_COUNTERS * sizeof(unsigned), c->compute);
     for (int fmt = 0; fmt < SL_WF_COUNT && err == cudaSuccess; fmt++)

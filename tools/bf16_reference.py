@@ -12,6 +12,8 @@ reference was), and the fixture's sequence (prompt + greedy[:-1]) is run three w
               backend rounds it in bf16 mode: every matrix but kv_b (which sluice widens to f32),
               when more rows than its format's GEMV takes (bf16 6, fp8 4) are multiplied at once;
   bf16        the model cast to bfloat16 throughout (what "running the reference in bf16" means).
+and sluice-bf16 once more in fp64 between the roundings, against the fp32 run: the floor that
+fp32's own rounding noise sets for any comparison of two bf16-mode runs on the fixture.
 It prints, per fixture and way, the worst and median relative L2 of the logits rows against
 logits.f32, and writes the bf16-inputs and sluice-bf16 logits to
 OUTDIR/<fixture>-logits-{bf16-inputs,sluice-bf16}.f32.
@@ -124,6 +126,12 @@ def main():
                 elif fp8 and any(k in pn for k in mr.FP8_LINEARS):
                     rounds_above[id(p)] = GEMV_MAX["fp8"]
             got["sluice-bf16"], n_sluice = run_with(model, seq, linear_sluice_bf16)
+            # the same rounding with fp64 arithmetic between the roundings: how far fp32's own
+            # noise (different sums, as on a GPU) moves the rounded model's logits on this fixture
+            f64, _ = run_with(model.double(), seq, linear_sluice_bf16)
+            e = torch.tensor(rel_l2(got["sluice-bf16"], f64.float()))
+            print(f"{name} sluice-bf16 fp32 vs fp64 between roundings: worst {e.max():.3g} median "
+                  f"{e.median():.3g}", flush=True)
             got["bf16"] = model.to(torch.bfloat16)(seq).logits[0].float()
         for way, lg in got.items():
             e = torch.tensor(rel_l2(lg, want))

@@ -51,7 +51,10 @@ if [ "$WHAT" = verify ]; then
     log "bf16 oracle (transformers)"
     mkdir -p /tmp/bf
     timeout 90 python3 tools/bf16_reference.py tests/fixtures /tmp/bf > /tmp/bf/bf16_reference.log 2>&1
-    echo "oracle rc=$?"; grep "rel L2" /tmp/bf/bf16_reference.log
+    echo "oracle rc=$?"; grep -E "rel L2|fp64|Error|error" /tmp/bf/bf16_reference.log
+    # how this transformers runs the routed experts (what the oracle's rounding hook must see)
+    python3 -c "import inspect, transformers.models.deepseek_v3.modeling_deepseek_v3 as m; print(inspect.getsource(m))" \
+        2>&1 | grep -n -B3 -A30 "class DeepseekV3NaiveMoe\|experts_implementation" | head -120 > /tmp/bf/hf-experts.txt
     tar -C /tmp/bf -czf "$V/oracle.tgz" .
     for d in tests/fixtures/tiny-*; do
         cp "/tmp/bf/$(basename "$d")-logits-sluice-bf16.f32" "$d/logits-sluice-bf16.f32" 2>/dev/null
@@ -78,14 +81,23 @@ if [ "$WHAT" = verify ]; then
         tar -C /tmp/bench -czf "$V/bench.tgz" .
     done
     for f in /tmp/bench/eg-*.log; do echo "-- $f"; grep -E "^(d2d-copy|exp-group)" "$f" | head -14; done
+    # GEMV_VARIANTS: single matrices (gate 2048x7168, down 7168x2048) at one token per setting
+    for S in ${GEMV_VARIANTS:-}; do
+        SL_CUDA_GEMV=$S timeout 60 $B/kernels "/tmp/bench/gemv-$S.csv" gemv 1 > "/tmp/bench/gemv-$S.log" 2>&1
+        tar -C /tmp/bench -czf "$V/bench.tgz" .
+        echo "-- gemv $S"; grep -E "graph" "/tmp/bench/gemv-$S.log" | head -12
+    done
     if [ -n "${NCU_EG:-}" ] && command -v ncu >/dev/null; then
-        # NCU_EG=1: where the one-token q4/fp8 group kernels spend their time (4 launches each)
-        timeout 90 ncu --section SpeedOfLight --section Occupancy --section WarpStateStats \
+        # NCU_EG=1: where the one-token q4 group kernels spend their time (NCU_K: another
+        # kernel-name regex, NCU_C launches)
+        timeout 120 ncu --section SpeedOfLight --section Occupancy --section WarpStateStats \
             --section SchedulerStats --kernel-name-base mangled \
-            -k regex:'gemv_group_(rows_)?kernelILi[24]E' -c 8 $B/kernels /tmp/bench/ncu.csv \
+            -k regex:"${NCU_K:-gemv_group_kernelILi4ELi1E}" -c ${NCU_C:-2} \
+            $B/kernels /tmp/bench/ncu.csv \
             expert-group 1 > /tmp/bench/ncu-eg.txt 2>&1
         tar -C /tmp/bench -czf "$V/bench.tgz" .
     fi
+    [ "${GEMM_S:-80}" = 0 ] && exit 0
     log "GEMM table"
     timeout ${GEMM_S:-80} $B/kernels /tmp/bench/gemm.csv gemm > /tmp/bench/gemm.log 2>&1
     tar -C /tmp/bench -czf "$V/bench.tgz" .
