@@ -38,15 +38,6 @@ enum {
 // multiple of 32 chunks, or the whole row, so it is whole steps too).
 static inline bool gemv_tc_ok(const sl_wdev &w) { return w.fmt == SL_WF_Q4 && w.cols % 128 == 0; }
 
-__device__ __forceinline__ void gemv_tc_mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
-                                            uint32_t b1)
-{
-    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
 // x's slice as B fragments: for chunk ch and mma j (word i = j / 2 of the chunk, half h = j % 2),
 // uint4 {hi pair (2h, 2h + 4), hi pair (2h + 1, 2h + 5), lo pair, lo pair} of the word's 8
 // columns at xs[j * chp + ch]. One thread a word.
@@ -102,10 +93,10 @@ __device__ __forceinline__ void gemv_tc_compute(float (&acc)[4], const uint4 (&r
             const uint32_t u = word_of(raw[b][0], i), u8 = word_of(raw[b][1], i);
 #pragma unroll
             for (int h = 0; h < 2; h++) {
-                const uint32_t a[4] = {tc_q4_pair(u >> (8 * h)), tc_q4_pair(u8 >> (8 * h)),
-                                       tc_q4_pair(u >> (8 * h + 4)), tc_q4_pair(u8 >> (8 * h + 4))};
                 const uint2 bx = ((const uint2 *)(xs + (2 * i + h) * chp + ch + q))[half];
-                gemv_tc_mma(h ? d1 : d0, a, bx.x & mine, bx.y & mine);
+                tc_mma(h ? d1 : d0, tc_q4_pair(u >> (8 * h)), tc_q4_pair(u8 >> (8 * h)),
+                       tc_q4_pair(u >> (8 * h + 4)), tc_q4_pair(u8 >> (8 * h + 4)), bx.x & mine,
+                       bx.y & mine);
             }
         }
         const float s0 = sl_f16f((unsigned short)sc[b][0]), s1 = sl_f16f((unsigned short)(sc[b][0] >> 16));

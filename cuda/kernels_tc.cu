@@ -34,14 +34,6 @@ enum { TC_THREADS = 256 }; // 8 warps: 4 along rows (32 each) x 2 along k (one g
 
 // ---- device helpers ----------------------------------------------------------------------------
 
-__device__ __forceinline__ void tc_mma(float d[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
-                                       uint32_t b0, uint32_t b1)
-{
-    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
 
 // ---- the stage layout ----------------------------------------------------------------------------
 // weights (128 rows x RB bytes) | hi activations (BN tokens x 128 bytes) | lo (fp32 mode) | scales

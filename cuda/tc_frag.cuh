@@ -60,6 +60,21 @@ SL_TC_HD int tc_xswz(int t, int c) { return c ^ ((t & 1) << 2); }
 template <int FMT> SL_TC_HD int tc_wpos(int r, int c) { return r * tc_fmt<FMT>::RB + 16 * tc_wswz<FMT>(r, c); }
 SL_TC_HD int tc_xpos(int t, int c) { return t * 128 + 16 * tc_xswz(t, c); }
 
+// d += a . b on tensor cores: one mma.m16n8k16 (row-major 16x16 bf16 a, 16x8 b, fp32 d), the
+// fragments as the PTX manual lays them out (thread g = lane / 4, q = lane % 4: a0 row g, k 2q;
+// a1 row g + 8; a2, a3 the same at k 2q + 8; b0 k 2q, column g; b1 k 2q + 8; d0, d1 row g,
+// columns 2q, 2q + 1; d2, d3 row g + 8).
+#ifdef __CUDACC__
+__device__ __forceinline__ void tc_mma(float d[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                       uint32_t b0, uint32_t b1)
+{
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+#endif
+
 // ---- exact decoding of codes to bf16 pairs ---------------------------------------------------
 
 SL_TC_HD uint32_t tc_f2u(float f)
