@@ -1,6 +1,6 @@
-// cuda/ private: the device side of the one-token 4-rows-a-block GEMV kernel (f32, bf16, fp8) and
-// the block sums it shares with the generic kernel, as bodies that kernels_gemv.cu (one matrix a
-// launch) and kernels_expert_group.cu (every matrix of a group) wrap in kernels. The split kernel
+// cuda/ private: the device side of the one-token 4-rows-a-block GEMV kernel (f32, bf16) and the
+// block sums it shares with the generic kernel, as bodies that kernels_gemv.cu (one matrix a
+// launch) wraps in kernels (its token-row gather, xrows, is kept for a caller that gathers). The split kernel
 // and what both need (chunk decoding, dependent launch, host helpers) are gemv.cuh's.
 #ifndef SL_CUDA_GEMV_ROWS_CUH
 #define SL_CUDA_GEMV_ROWS_CUH

@@ -66,7 +66,8 @@ struct sl_cuda_gemv_cfg {
     int fill;          // blocks per SM that the split along columns aims for
     int launch_rows;   // split launches cover at most this many rows (0: as counters and the
                        // workspace allow; a test hook for the multi-launch path)
-    bool rows_kernel;  // one token, f32/bf16/fp8: the 4-rows-a-block kernel, not the split one
+    bool rows_kernel;  // one token, f32/bf16, a single matrix (not an expert group): the
+                       // 4-rows-a-block kernel, not the split one
     bool wide;         // one token, split kernel: GEMV_R1 rows a warp, not GEMV_R
     bool deep;         // one token, split kernel, not wide: 2 sweeps of loads in flight, not 1
     bool tc;           // one token, q4: the tensor-core kernel (gemv_tc.cuh), not the split one

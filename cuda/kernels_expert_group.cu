@@ -17,7 +17,6 @@
 // group's first, runs through matmul (gather into its scratch rows first) inside the same
 // steps; the silu and the scatter still cover the whole group. Scratch (model.h): gate
 // (R, inter), up (R, inter), gathered x / down output (R, hidden), R = the group's token rows.
-#include "cuda/gemv_rows.cuh"
 #include "cuda/gemv_tc.cuh"
 
 enum { GROUP_MATS = 2 * SL_EXPERT_GROUP_MAX, GROUP_SCATTER_THREADS = 256 };
@@ -61,20 +60,11 @@ gemv_group_kernel(const __grid_constant__ gemv_group_args g)
         gemv_fast_body<FMT, NT, R, S>(a, tile);
 }
 
-template <int FMT>
-__global__ void __launch_bounds__(GEMV_THREADS)
-gemv_group_rows_kernel(const __grid_constant__ gemv_group_args g)
-{
-    const long long m = blockIdx.x / g.tiles, rb = blockIdx.x % g.tiles;
-    sl_wdev w = g.a.w;
-    w.data = g.m.data[m];
-    w.scales = w.data + w.rb * w.rows;
-    gemv_rows_body<FMT>(g.m.out[m], g.m.x[m], g.m.xrows[m], w, rb * 4);
-}
-
-// Every matrix of mm (n_mats of them, shape and format as w) times its tokens: the kernel
-// choice of sl_cuda_gemv (4-row kernel for f32/bf16/fp8 at one token, else the split kernel),
-// with the columns split for the launch's total row tiles. Launches as many matrices at a time
+// Every matrix of mm (n_mats of them, shape and format as w) times its tokens: the split kernel
+// in the shape R, S (or q4's tensor-core kernel: R = GEMV_TC_R) for every format, the 4-row
+// kernel of single f32/bf16 matrices not being faster here (H100, 8 experts at one token: f32
+// 0.960 either way, bf16 0.886 vs 0.906 split, fp8 0.729 vs 0.787: bench/results/
+// gemv-h100-2026-12-06.md), with the columns split for the launch's total row tiles. Launches as many matrices at a time
 // as the split workspace and counters hold; false, having launched nothing, when not even one.
 template <int FMT, int NT, int R, int S>
 static bool group_launch(sl_cuda_ctx *c, const sl_wdev &w, const gemv_group_mats &mm, int n_mats)
@@ -85,19 +75,8 @@ static bool group_launch(sl_cuda_ctx *c, const sl_wdev &w, const gemv_group_mats
     g.a.w = w;
     g.a.w.data = NULL;
     g.a.w.scales = NULL;
-    if (NT == 1 && FMT <= SL_WF_FP8 && c->gemv.rows_kernel) {
-        g.tiles = (w.rows + 3) / 4;
-        g.m = mm;
-        const long long chunks = w.cols / C, cpt = 4; // as gemv_rows_launch
-        int threads = (int)(((chunks + cpt - 1) / cpt + 31) / 32 * 32);
-        threads = threads < 32 ? 32 : threads > GEMV_THREADS ? GEMV_THREADS : threads;
-        gemv_launch_ex(c, gemv_group_rows_kernel<FMT>, dim3((unsigned)(n_mats * g.tiles)),
-                       dim3(threads), 0, g);
-        CUDA_LAUNCHED(c, "expert_group (gemv rows)");
-        return true;
-    }
     const long long nchunk = w.cols / C, tiles = (w.rows + ROWS - 1) / ROWS;
-    const long long cps = gemv_split_cps(c, C, NT, nchunk, tiles * n_mats);
+    const long long cps = gemv_split_cps(c, C, NT, nchunk, tiles * n_mats, R == GEMV_TC_R ? 4 : 32);
     const long long nsplit = (nchunk + cps - 1) / cps;
     long long per = n_mats;
     if (nsplit > 1) {

@@ -4,7 +4,7 @@
 // an H100); each weight costs n fp32 FMAs plus its decode, so from a few tokens on the FMA units
 // bind instead (2048x7168 at 8 tokens: 235 MFLOP, ~4 us at the H100's fp32 rate).
 //
-// Split kernel (q8 and q4 at one token, every format from two; rows of whole 16-byte chunks,
+// Split kernel (fp8, q8 and q4 at one token, every format from two; rows of whole 16-byte chunks,
 // 16-byte aligned planes and token rows): a block of 8 warps owns 32 consecutive rows and one
 // column slice ("split") of whole 16-byte chunks; a warp owns 4 of the rows, its lanes walk the
 // slice's chunks (lane l: chunks l, l+32, ...), so a warp reads 4 x 512 contiguous bytes per step,
@@ -33,7 +33,9 @@
 //   gemv_tc.cuh. The same split, staging and launch as the split kernel, 16 rows a warp; a q4
 //   weight pair costs one mask-or and one bf16 subtract, the products and sums go to
 //   mma.m16n8k16 with x as bf16 hi + lo (the split kernel's precision).
-// Rows kernel (f32, bf16, fp8 at one token): 4 rows a block, x straight from L1; see below.
+// Rows kernel (f32, bf16 at one token, single matrices): 4 rows a block, x straight from L1;
+//   see below. (fp8 went to the split kernel at 8 rows a warp: 0.548 -> 0.641 on 2048x7168,
+//   0.511 -> 0.684 on 7168x2048; f32/bf16 stay: 0.946 / 0.874 here against 0.909 / 0.767 there.)
 // Both are launched with programmatic dependent launch (sm_90+): a kernel's blocks start while
 // the previous kernel on the stream ends and load their first weights then; they wait for it
 // (griddepcontrol.wait) only before reading x or writing anything. So a weight must not be
@@ -92,7 +94,7 @@ __global__ void __launch_bounds__(GEMV_THREADS) gemv_generic_kernel(float *out, 
     gemv_generic_finish<NT>(acc, out, n, w.rows, r0);
 }
 
-// Rows kernel (f32, bf16, fp8 at one token): gemv.cuh's gemv_rows_body, 4 rows a block.
+// Rows kernel (f32, bf16 at one token): gemv_rows.cuh's gemv_rows_body, 4 rows a block.
 template <int FMT>
 __global__ void __launch_bounds__(GEMV_THREADS)
 gemv_rows_kernel(float *out, const float *x, sl_wdev w)
@@ -130,7 +132,8 @@ static void gemv_fast_launch(sl_cuda_ctx *c, float *out, const float *x, const s
 {
     constexpr int C = gemv_chunk<FMT>::cols, ROWS = 8 * R;
     const long long nchunk = w.cols / C;
-    const long long cps = gemv_split_cps(c, C, NT, nchunk, (w.rows + ROWS - 1) / ROWS);
+    const long long cps = gemv_split_cps(c, C, NT, nchunk, (w.rows + ROWS - 1) / ROWS,
+                                         R == GEMV_TC_R ? 4 : 32);
     const long long nsplit = (nchunk + cps - 1) / cps;
 
     gemv_args a;
@@ -173,7 +176,7 @@ void sl_cuda_gemv(sl_cuda_ctx *c, float *out, const float *x, const sl_weight *w
     }
     sl_wdev w = sl_cuda_wdev(wt);
     bool fast = gemv_fast_ok(w, x);
-    bool rows = fast && n == 1 && wt->fmt <= SL_WF_FP8 && c->gemv.rows_kernel;
+    bool rows = fast && n == 1 && wt->fmt <= SL_WF_BF16 && c->gemv.rows_kernel;
     SL_CUDA_FMT_DISPATCH(wt->fmt, GEMV_NT_DISPATCH(n, {
         // (if constexpr: the one-token shapes are compiled for one token only)
         if (rows)
@@ -274,7 +277,7 @@ cudaError_t sl_cuda_gemv_init(sl_cuda_ctx *c)
     c->gemv.rows_kernel = true;
     c->gemv.wide = true; // measured ahead of R = 4 and of deep (gemv.cuh's GEMV_R1)
     c->gemv.deep = false;
-    c->gemv.tc = false; // (not yet measured against the split kernel)
+    c->gemv.tc = true; // q4 expert group at one token 0.504 -> 0.532 of copy (H100)
     gemv_cfg_parse(&c->gemv, getenv("SL_CUDA_GEMV"), major >= 9);
     err = cudaMemsetAsync(c->gemv_count, 0, SL_CUDA_GEMV_COUNTERS * sizeof(unsigned), c->compute);
     for (int fmt = 0; fmt < SL_WF_COUNT && err == cudaSuccess; fmt++)

@@ -11,7 +11,16 @@
  * matched it to 3 digits), and transformers rounding its linear inputs moves them as far
  * (6.8-8.2e-3: bench/results/bf16-drift-2026-12-06.md). tiny-a keeps its 11-token prompt: in its continuation, position 18's
  * expert choice is so near a tie that this rounding flips it (rel L2 0.79 there, in fp32 as on
- * the GPU). Skips without a CUDA device. */
+ * the GPU). Against an oracle that rounds where sluice rounds — transformers with the same
+ * linear inputs rounded to bf16 (tools/bf16_reference.py, `sluice-bf16`, stored as
+ * logits-sluice-bf16.f32 beside each fixture) — the GPU in bf16 mode prefills the fixture's whole
+ * sequence in one call: the median row must lie within 5e-3 of it and every row within 1e-2.
+ * Not every row within 5e-3: these random tiny models amplify fp32's own noise once it flips a
+ * bf16 rounding or a near-tie expert choice, and the oracle run in fp64 between the same roundings
+ * moves from its fp32 run by up to 4.2e-3 (tiny-a-fp8), 3.6e-3 (tiny-b-bf16) and 0.25 (tiny-b-fp8,
+ * an expert choice) at a row, medians 2.2-2.7e-3; two fp32 implementations each that far from
+ * fp64 differ by up to ~1.4x that (the GPU: worst 3.5-5.8e-3, median 2.1-4.2e-3;
+ * bench/results/bf16-drift-2026-12-06.md). Skips without a CUDA device. */
 #include "cpu/cpu.h"
 #include "cuda/cuda.h"
 #include "model/model.h"
@@ -185,3 +194,77 @@ Test(cuda_model, tiny_a_fp8_bf16_activations_match_cpu) { cm_check_mode("tiny-a-
 Test(cuda_model, tiny_b_bf16_bf16_activations_match_cpu) { cm_check_mode("tiny-b-bf16", SL_ATTN_AUTO, true, 1e-2, true); }
 Test(cuda_model, tiny_b_fp8_bf16_activations_match_cpu) { cm_check_mode("tiny-b-fp8", SL_ATTN_AUTO, true, 1e-2, true); }
 
+
+/* bf16 activations against transformers rounding the same products' inputs (see the top): the
+ * prompt and the reference continuation but its last id, as one prefill, the median row within
+ * 5e-3 of logits-sluice-bf16.f32 and every row within 1e-2; the drift from the fp32 reference
+ * (logits.f32) is logged. */
+static float *cm_read_f32(const char *name, const char *file, size_t n)
+{
+    char path[512];
+    snprintf(path, sizeof path, CM_FIXTURES "/%s/%s", name, file);
+    FILE *f = fopen(path, "rb");
+    cr_assert(f, "cannot open %s (tools/bf16_reference.py writes it)", path);
+    float *v = malloc(n * sizeof(float));
+    cr_assert(v);
+    size_t got = fread(v, sizeof(float), n, f);
+    int extra = fgetc(f);
+    fclose(f);
+    cr_assert(got == n && extra == EOF, "%s: want %zu floats", path, n);
+    return v;
+}
+
+static int cm_cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static void cm_check_bf16_oracle(const char *name)
+{
+    if (sl_cuda_device_count() == 0)
+        cr_skip_test("no CUDA device");
+    cm_fixture fx;
+    cm_load(name, &fx);
+    cm_engine gpu;
+    cm_open(&gpu, name, true);
+    sl_error e = {0};
+    cr_assert_eq(sl_cuda_set_activations(gpu.b, SL_CUDA_ACT_BF16, &e), 0, "%s", e.msg);
+    int V = sl_model_config(gpu.m)->vocab_size, P = 0;
+    int32_t seq[128];
+    for (int i = 0; i < fx.n_prompt; i++)
+        seq[P++] = fx.prompt[i];
+    for (int i = 0; i + 1 < fx.n_greedy; i++)
+        seq[P++] = fx.greedy[i];
+    float *want = cm_read_f32(name, "logits-sluice-bf16.f32", (size_t)P * V);
+    float *f32 = cm_read_f32(name, "logits.f32", (size_t)P * V);
+    float *got = malloc((size_t)P * V * sizeof(float));
+    cr_assert(got);
+    for (size_t i = 0; i < (size_t)P * V; i++)
+        got[i] = NAN;
+    cm_forward(&gpu, seq, P, true, got);
+    double worst = 0, drift = 0, errs[128];
+    for (int r = 0; r < P; r++) {
+        double err = errs[r] = cm_rel_l2(got + (size_t)r * V, want + (size_t)r * V, V);
+        cr_expect_leq(err, 1e-2, "%s position %d: CUDA bf16 vs transformers rounding alike: rel L2 %.3g",
+                      name, r, err);
+        worst = err > worst ? err : worst;
+        double d = cm_rel_l2(got + (size_t)r * V, f32 + (size_t)r * V, V);
+        drift = d > drift ? d : drift;
+    }
+    qsort(errs, (size_t)P, sizeof errs[0], cm_cmp_double);
+    cr_expect_leq(errs[P / 2], 5e-3, "%s: median rel L2 %.3g vs transformers rounding alike", name,
+                  errs[P / 2]);
+    cr_log_info("%s: bf16 activations, rel L2 vs transformers with the same rounding: worst %.3g, "
+                "median %.3g; worst %.3g vs the fp32 reference; over %d positions", name, worst,
+                errs[P / 2], drift, P);
+    free(want);
+    free(f32);
+    free(got);
+    cm_close(&gpu);
+}
+
+Test(cuda_model, tiny_a_bf16_bf16_activations_match_transformers_rounding_alike) { cm_check_bf16_oracle("tiny-a-bf16"); }
+Test(cuda_model, tiny_a_fp8_bf16_activations_match_transformers_rounding_alike) { cm_check_bf16_oracle("tiny-a-fp8"); }
+Test(cuda_model, tiny_b_bf16_bf16_activations_match_transformers_rounding_alike) { cm_check_bf16_oracle("tiny-b-bf16"); }
+Test(cuda_model, tiny_b_fp8_bf16_activations_match_transformers_rounding_alike) { cm_check_bf16_oracle("tiny-b-fp8"); }
