@@ -28,6 +28,8 @@
 //   at the token counts given (default 1). SL_CUDA_GEMV (cuda/internal.cuh) tunes the GEMV (and
 //   the group's GEMV); with max=k, counts above k take the GEMM and are labelled so.
 //   gemm = the expert GEMM only; gemm1 FMT ROWS COLS N BF16 PATH TILE = one matmul (for ncu).
+//   SL_BENCH_FMTS="q4,fp8" limits the GEMV and expert-group benchmarks to those weight formats
+//   (a short run for ncu: the 64 copies of one format, not of all five).
 #include "bench/kernels.h"
 
 sl_backend *B;
@@ -114,6 +116,18 @@ __global__ void f32_to_bf16(const float *in, __nv_bfloat16 *out, size_t n)
 }
 
 void poison(float *p, size_t n) { CK(cudaMemsetAsync(p, 0xff, n * 4, S)); } // NaN
+
+bool fmt_wanted(int fmt)
+{
+    const char *list = getenv("SL_BENCH_FMTS"), *name = sl_wformat_get(fmt)->name;
+    if (!list || !*list)
+        return true;
+    size_t len = strlen(name);
+    for (const char *p = list; (p = strstr(p, name)) != NULL; p += len)
+        if ((p == list || p[-1] == ',') && (p[len] == ',' || p[len] == 0))
+            return true;
+    return false;
+}
 
 int main(int argc, char **argv)
 {

@@ -52,6 +52,7 @@ void row(const char *kind, const char *fmt, int rows, int cols, int tokens, int 
          double us, double gbps, double tflops, const char *ref, double ratio, double check);
 double rel_l2_dev(const float *got_d, const float *want_d, size_t n);
 void poison(float *p, size_t n);            // n floats of NaN, on S
+bool fmt_wanted(int fmt);                   // SL_BENCH_FMTS unset, or it names fmt ("q4,fp8")
 __global__ void f32_to_bf16(const float *in, __nv_bfloat16 *out, size_t n);
 
 // Milliseconds of `fn` repeated `reps` times on the compute stream (after one warm-up call).

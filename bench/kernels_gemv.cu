@@ -24,6 +24,8 @@ void bench_gemv(cublasHandle_t cb, double copy_gbps, const std::vector<int> &ns,
         float *dx = (float *)dput(x.data(), x.size() * 4);
         float *dout = (float *)dalloc((size_t)nmax * rows * 4), *dref = (float *)dalloc((size_t)nmax * rows * 4);
         for (int fmt = 0; fmt < SL_WF_COUNT; fmt++) {
+            if (!fmt_wanted(fmt))
+                continue;
             const char *fname = sl_wformat_get(fmt)->name;
             size_t nb = sl_wformat_bytes((sl_wformat)fmt, rows, cols);
             std::vector<unsigned char> enc(nb);
@@ -134,6 +136,8 @@ void bench_expert_group(double copy_gbps, const std::vector<int> &ns)
     float *drw = (float *)dput(roww.data(), roww.size() * 4);
     int32_t *drows = (int32_t *)dalloc(rows.size() * 4);
     for (int fmt = 0; fmt < SL_WF_COUNT; fmt++) {
+        if (!fmt_wanted(fmt))
+            continue;
         const char *fname = sl_wformat_get(fmt)->name;
         size_t nb_gu = sl_wformat_bytes((sl_wformat)fmt, I, H), nb_d = sl_wformat_bytes((sl_wformat)fmt, H, I);
         std::vector<unsigned char> egu(nb_gu), ed(nb_d);

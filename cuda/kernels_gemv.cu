@@ -28,11 +28,14 @@
 //     ~1 us DRAM latency); wide also halves x staging per weight. Measured (H100, expert group):
 //     wide 0.775 / 0.509 of copy for q8 / q4, wide=0 0.745 / 0.480, deep 0.756 / 0.478. So q4
 //     is not bound by bytes in flight (deep gains nothing) and little by x staging (wide halves
-//     it for +3%): the likely limit is its decode's instruction issue (not profiled).
+//     it for +3%).
 // Tensor-core kernel (q4 at one token, rows of whole 128-column steps; c->gemv.tc):
-//   gemv_tc.cuh. The same split, staging and launch as the split kernel, 16 rows a warp; a q4
-//   weight pair costs one mask-or and one bf16 subtract, the products and sums go to
-//   mma.m16n8k16 with x as bf16 hi + lo (the split kernel's precision).
+//   gemv_tc.cuh. The same split, staging and launch as the split kernel, 16 rows a warp, slices
+//   of 4-chunk steps; a q4 weight pair costs one mask-or and one bf16 subtract, the products and
+//   sums go to mma.m16n8k16 with x as bf16 hi + lo (the split kernel's precision). ~2
+//   instructions a weight instead of ~3.1, yet only 0.510 -> 0.542 of copy in an expert group
+//   and no gain on single matrices: q4's limit is not the decode's instruction count either
+//   (bench/results/gemv-h100-2026-12-06-run2.md).
 // Rows kernel (f32, bf16 at one token, single matrices): 4 rows a block, x straight from L1;
 //   see below. (fp8 went to the split kernel at 8 rows a warp: 0.548 -> 0.641 on 2048x7168,
 //   0.511 -> 0.684 on 7168x2048; f32/bf16 stay: 0.946 / 0.874 here against 0.909 / 0.767 there.)
@@ -43,10 +46,12 @@
 // ordered by events: fine).
 // Generic kernel (any shape, any alignment): 4 rows a block, one element at a time.
 // Measured (bench/kernels, H100 SXM, graph replay, 64 expert copies, over the 3.0 TB/s copy
-// rate, gate 2048x7168 / down 7168x2048), one token: f32 0.95/0.97, bf16 0.85/0.79,
-// fp8 0.64/0.62, q8 0.60/0.73, q4 0.39/0.49; 8 tokens: 0.12 (q4) .. 0.72 (f32), 2x the GEMM.
-// What is left is a fixed ~2-3 us per launch (a new grid, the first loads' latency, the block
-// sums), a large share of a 7-15 MB matrix: bench/results/gemv-h100-2026-11-24.md.
+// rate, gate 2048x7168 / down 7168x2048), one token: f32 0.96/0.94, bf16 0.88/0.83,
+// fp8 0.64/0.68, q8 0.64/0.67, q4 0.37/0.41 (bench/results/gemv-h100-2026-12-06-run2.md);
+// 8 tokens: 0.12 (q4) .. 0.72 (f32), 2x the GEMM (gemv-h100-2026-11-24.md). What is left on
+// single matrices is a fixed ~2-3 us per launch (a new grid, the first loads' latency, the
+// block sums), a large share of a 7-15 MB matrix: an expert group's 24 matrices in 4 launches
+// reach 0.79-0.98 for every format but q4 (0.54).
 #include "cuda/gemv_rows.cuh"
 #include "cuda/gemv_tc.cuh"
 

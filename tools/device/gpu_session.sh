@@ -93,8 +93,8 @@ if [ "$WHAT" = verify ]; then
     done
     if [ -n "${NCU_EG:-}" ] && command -v ncu >/dev/null; then
         # NCU_EG=1: where the one-token q4 group kernels spend their time (NCU_K: another
-        # kernel-name regex, NCU_C launches)
-        timeout 120 ncu --section SpeedOfLight --section Occupancy --section WarpStateStats \
+        # kernel-name regex, NCU_C launches; the bench makes q4 weights only)
+        SL_BENCH_FMTS=q4 timeout 120 ncu --section SpeedOfLight --section Occupancy --section WarpStateStats \
             --section SchedulerStats --kernel-name-base mangled \
             -k regex:"${NCU_K:-gemv_group_kernelILi4ELi1E}" -c ${NCU_C:-2} \
             $B/kernels /tmp/bench/ncu.csv \
