@@ -5,10 +5,19 @@
 #define SL_CPU_H
 
 #include "model/model.h"
+#include "quant/quant.h"
 
 /* Create a CPU backend using n_threads workers (0: one per online core). Destroy with
  * b->ops->destroy(b). Returns 0 or SL_E_NOMEM. */
 int sl_cpu_backend_create(int n_threads, sl_backend **out, sl_error *e);
+
+/* For tests: the rounding of the CUDA backend's bf16-activation mode (cuda/cuda.h,
+ * sl_cuda_set_activations), to check where it rounds against an oracle that rounds alike
+ * (tools/bf16_reference.py): a matmul of more than above[fmt] tokens on weights other than f32
+ * reads x rounded to bf16 (nearest even), products and sums staying fp32. above = NULL: plain
+ * fp32, the default. Such a matmul copies x (n x cols floats, grown on demand: the mode is not
+ * for serving); out of memory there aborts. */
+void sl_cpu_set_bf16_inputs(sl_backend *b, const int above[SL_WF_COUNT]);
 
 /* The individual ops, exposed for unit tests that check each against a direct formula. */
 void sl_cpu_rmsnorm(float *out, int os, const float *x, int xs, const float *w, int n, int dim,

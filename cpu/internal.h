@@ -6,6 +6,12 @@
 
 typedef struct sl_cpu_ctx {
     sl_pool *pool;
+    /* sl_cpu_set_bf16_inputs: round x to bf16 past bf16_above[fmt] tokens; x_bf16 holds the
+     * rounded copy (grown on demand, only in that mode) */
+    bool bf16_inputs;
+    int bf16_above[SL_WF_COUNT];
+    float *x_bf16;
+    size_t x_bf16_cap;
 } sl_cpu_ctx;
 
 static inline sl_pool *sl_cpu_pool(sl_backend *b) { return ((sl_cpu_ctx *)b->ctx)->pool; }

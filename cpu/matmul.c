@@ -5,7 +5,10 @@
 #include "quant/quant.h"
 
 #include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 enum { ROWS_PER_ITEM = 16 };
 
@@ -63,8 +66,50 @@ static void matmul_item(void *ctx, int item)
     }
 }
 
+/* bf16 nearest even (as torch's .to(torch.bfloat16) and the CUDA backend's __float2bfloat16_rn);
+ * NaN and infinities pass through. */
+static float round_bf16(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if ((u & 0x7f800000u) != 0x7f800000u)
+        u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+void sl_cpu_set_bf16_inputs(sl_backend *b, const int above[SL_WF_COUNT])
+{
+    sl_cpu_ctx *c = b->ctx;
+    c->bf16_inputs = above != NULL;
+    for (int f = 0; above && f < SL_WF_COUNT; f++)
+        c->bf16_above[f] = above[f];
+}
+
+/* x rounded to bf16 in the context's buffer, when the mode asks it for this product. */
+static const float *inputs_for(sl_cpu_ctx *c, const float *x, const sl_weight *w, int n)
+{
+    if (!c->bf16_inputs || w->fmt == SL_WF_F32 || w->fmt < 0 || w->fmt >= SL_WF_COUNT ||
+        n <= c->bf16_above[w->fmt])
+        return x;
+    size_t len = (size_t)n * (size_t)w->cols;
+    if (c->x_bf16_cap < len) {
+        float *g = realloc(c->x_bf16, len * sizeof(float));
+        if (!g) {
+            fprintf(stderr, "sluice: cpu bf16 inputs: out of memory for %zu floats\n", len);
+            abort();
+        }
+        c->x_bf16 = g;
+        c->x_bf16_cap = len;
+    }
+    for (size_t i = 0; i < len; i++)
+        c->x_bf16[i] = round_bf16(x[i]);
+    return c->x_bf16;
+}
+
 void sl_cpu_matmul(sl_backend *b, float *out, const float *x, const sl_weight *w, int n)
 {
+    x = inputs_for(b->ctx, x, w, n);
     matmul_job j = {out, x, w, n};
     int items = (w->rows + ROWS_PER_ITEM - 1) / ROWS_PER_ITEM;
     /* small products are not worth waking the workers */

@@ -155,6 +155,7 @@ static void op_destroy(sl_backend *b)
         return;
     sl_cpu_ctx *c = b->ctx;
     sl_pool_destroy(c->pool);
+    free(c->x_bf16);
     free(c);
     free(b);
 }

@@ -67,6 +67,10 @@ void sl_cuda_arena_stats(sl_backend *b, size_t *capacity, size_t *used, size_t *
  * error. */
 int sl_cuda_gemv_tune(sl_backend *b, const char *spec);
 
+/* For tests: the most tokens a matmul takes on the GEMV, per weight format (quant.h's SL_WF_*
+ * order); past them it goes to the GEMM, which rounds x in bf16-activation mode. */
+void sl_cuda_gemv_tokens(sl_backend *b, int out[5]);
+
 /* The compute stream as a cudaStream_t (void * keeps this header free of cuda_runtime.h), for
  * timing with events in benchmarks. */
 void *sl_cuda_compute_stream(sl_backend *b);

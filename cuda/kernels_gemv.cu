@@ -303,3 +303,11 @@ extern "C" int sl_cuda_gemv_tune(sl_backend *b, const char *spec)
     gemv_cfg_parse(&c->gemv, spec, major >= 9);
     return 0;
 }
+
+extern "C" void sl_cuda_gemv_tokens(sl_backend *b, int out[5])
+{
+    static_assert(SL_WF_COUNT == 5, "cuda.h's sl_cuda_gemv_tokens takes 5 formats");
+    const sl_cuda_ctx *c = sl_cuda_ctx_of(b);
+    for (int f = 0; f < SL_WF_COUNT; f++)
+        out[f] = c->gemv.max_by_fmt[f];
+}

@@ -123,7 +123,8 @@ static void cm_forward(cm_engine *x, const int32_t *tok, int n, bool all, float 
  * in fp32- or bf16-activation mode, logits within `tol`. `extend`: the prefill is the prompt and
  * the reference continuation (then the steps go past the reference ids, so only CPU and CUDA
  * are compared). */
-static void cm_check_mode(const char *name, sl_attn_mode mode, bool bf16, double tol, bool extend)
+static void cm_check_mode(const char *name, sl_attn_mode mode, bool bf16, double tol, bool extend,
+                          bool mirror)
 {
     if (sl_cuda_device_count() == 0)
         cr_skip_test("no CUDA device");
@@ -135,6 +136,11 @@ static void cm_check_mode(const char *name, sl_attn_mode mode, bool bf16, double
     sl_error e = {0};
     cr_assert_eq(sl_cuda_set_activations(gpu.b, bf16 ? SL_CUDA_ACT_BF16 : SL_CUDA_ACT_F32, &e), 0,
                  "%s", e.msg);
+    if (bf16 && mirror) { /* the CPU rounds x where the GPU's bf16 mode does */
+        int tokens[SL_WF_COUNT];
+        sl_cuda_gemv_tokens(gpu.b, tokens);
+        sl_cpu_set_bf16_inputs(cpu.b, tokens);
+    }
     sl_model_set_attn_mode(cpu.m, mode);
     sl_model_set_attn_mode(gpu.m, mode);
     int V = sl_model_config(cpu.m)->vocab_size, P = fx.n_prompt;
@@ -170,16 +176,16 @@ static void cm_check_mode(const char *name, sl_attn_mode mode, bool bf16, double
         cr_expect_leq(err, tol, "%s decode step %d: CUDA vs CPU rel L2 %.3g", name, step, err);
         worst = err > worst ? err : worst;
     }
-    cr_log_info("%s (%s, %s activations): worst CUDA vs CPU rel L2 %.3g over %d prefill rows and "
+    cr_log_info("%s (%s, %s activations%s): worst CUDA vs CPU rel L2 %.3g over %d prefill rows and "
                 "%d steps", name, mode == SL_ATTN_AUTO ? "auto" : mode == SL_ATTN_NAIVE ? "naive" : "absorbed",
-                bf16 ? "bf16" : "f32", worst, P, CM_STEPS);
+                bf16 ? "bf16" : "f32", mirror ? ", the CPU rounding alike" : "", worst, P, CM_STEPS);
     free(lc);
     free(lg);
     cm_close(&cpu);
     cm_close(&gpu);
 }
 
-static void cm_check(const char *name, sl_attn_mode mode) { cm_check_mode(name, mode, false, 1e-4, false); }
+static void cm_check(const char *name, sl_attn_mode mode) { cm_check_mode(name, mode, false, 1e-4, false, false); }
 
 Test(cuda_model, tiny_a_bf16_matches_cpu) { cm_check("tiny-a-bf16", SL_ATTN_AUTO); }
 Test(cuda_model, tiny_a_fp8_matches_cpu) { cm_check("tiny-a-fp8", SL_ATTN_AUTO); }
@@ -188,12 +194,17 @@ Test(cuda_model, tiny_b_fp8_matches_cpu) { cm_check("tiny-b-fp8", SL_ATTN_AUTO);
 Test(cuda_model, tiny_a_bf16_absorbed_prefill_matches_cpu) { cm_check("tiny-a-bf16", SL_ATTN_ABSORBED); }
 Test(cuda_model, tiny_b_fp8_naive_decode_matches_cpu) { cm_check("tiny-b-fp8", SL_ATTN_NAIVE); }
 
-/* bf16 activations */
-Test(cuda_model, tiny_a_bf16_bf16_activations_match_cpu) { cm_check_mode("tiny-a-bf16", SL_ATTN_AUTO, true, 1e-2, false); }
-Test(cuda_model, tiny_a_fp8_bf16_activations_match_cpu) { cm_check_mode("tiny-a-fp8", SL_ATTN_AUTO, true, 1e-2, false); }
-Test(cuda_model, tiny_b_bf16_bf16_activations_match_cpu) { cm_check_mode("tiny-b-bf16", SL_ATTN_AUTO, true, 1e-2, true); }
-Test(cuda_model, tiny_b_fp8_bf16_activations_match_cpu) { cm_check_mode("tiny-b-fp8", SL_ATTN_AUTO, true, 1e-2, true); }
-
+/* bf16 activations: against the plain fp32 CPU backend (1e-2), and against the CPU backend
+ * rounding its matmul inputs where the GPU's bf16 mode does (sl_cpu_set_bf16_inputs with the
+ * GPU's GEMV token counts: 5e-3) */
+Test(cuda_model, tiny_a_bf16_bf16_activations_match_cpu) { cm_check_mode("tiny-a-bf16", SL_ATTN_AUTO, true, 1e-2, false, false); }
+Test(cuda_model, tiny_a_fp8_bf16_activations_match_cpu) { cm_check_mode("tiny-a-fp8", SL_ATTN_AUTO, true, 1e-2, false, false); }
+Test(cuda_model, tiny_b_bf16_bf16_activations_match_cpu) { cm_check_mode("tiny-b-bf16", SL_ATTN_AUTO, true, 1e-2, true, false); }
+Test(cuda_model, tiny_b_fp8_bf16_activations_match_cpu) { cm_check_mode("tiny-b-fp8", SL_ATTN_AUTO, true, 1e-2, true, false); }
+Test(cuda_model, tiny_a_bf16_bf16_activations_match_cpu_rounding_alike) { cm_check_mode("tiny-a-bf16", SL_ATTN_AUTO, true, 5e-3, false, true); }
+Test(cuda_model, tiny_a_fp8_bf16_activations_match_cpu_rounding_alike) { cm_check_mode("tiny-a-fp8", SL_ATTN_AUTO, true, 5e-3, false, true); }
+Test(cuda_model, tiny_b_bf16_bf16_activations_match_cpu_rounding_alike) { cm_check_mode("tiny-b-bf16", SL_ATTN_AUTO, true, 5e-3, true, true); }
+Test(cuda_model, tiny_b_fp8_bf16_activations_match_cpu_rounding_alike) { cm_check_mode("tiny-b-fp8", SL_ATTN_AUTO, true, 5e-3, true, true); }
 
 /* bf16 activations against transformers rounding the same products' inputs (see the top): the
  * prompt and the reference continuation but its last id, as one prefill, the median row within
