@@ -34,7 +34,7 @@ __device__ __forceinline__ void gemv_generic_finish(float (&acc)[NT][4], float *
     }
 }
 
-// ---- one token, 4 rows a block (f32, bf16, fp8) ------------------------------------------------
+// ---- one token, 4 rows a block (f32, bf16; fp8 measured slower than the split kernel) ----------
 // The scale that applies to chunk ch of row `row` (1 for unscaled formats).
 template <int FMT>
 __device__ __forceinline__ float chunk_scale(const sl_wdev &w, long long row, long long ch)

@@ -34,8 +34,8 @@ enum {
                          // two sets in flight: 64 KiB an SM at 2 blocks
 };
 
-// What the kernel takes: q4 rows of whole 4-chunk steps (a slice from gemv_split_cps is a
-// multiple of 32 chunks, or the whole row, so it is whole steps too).
+// What the kernel takes: q4 rows of whole 4-chunk steps (its slices from gemv_split_cps, unit 4,
+// are whole steps too, or the whole row).
 static inline bool gemv_tc_ok(const sl_wdev &w) { return w.fmt == SL_WF_Q4 && w.cols % 128 == 0; }
 
 // x's slice as B fragments: for chunk ch and mma j (word i = j / 2 of the chunk, half h = j % 2),

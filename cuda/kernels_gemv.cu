@@ -183,10 +183,14 @@ void sl_cuda_gemv(sl_cuda_ctx *c, float *out, const float *x, const sl_weight *w
     bool fast = gemv_fast_ok(w, x);
     bool rows = fast && n == 1 && wt->fmt <= SL_WF_BF16 && c->gemv.rows_kernel;
     SL_CUDA_FMT_DISPATCH(wt->fmt, GEMV_NT_DISPATCH(n, {
-        // (if constexpr: the one-token shapes are compiled for one token only)
-        if (rows)
-            gemv_rows_launch<FMT>(c, out, x, w);
-        else if (!fast)
+        // (if constexpr: the one-token shapes are compiled for one token only, the 4-row kernel
+        // for the formats that take it)
+        if constexpr (FMT <= SL_WF_BF16)
+            if (rows) {
+                gemv_rows_launch<FMT>(c, out, x, w);
+                break;
+            }
+        if (!fast)
             gemv_generic_launch<FMT, NT>(c, out, x, w, n);
         else if constexpr (NT == 1) {
             if constexpr (FMT == SL_WF_Q4)

@@ -89,6 +89,22 @@ static void ref_close(sl_model *m, sl_backend *b, sl_kv_cache *kv)
     b->ops->destroy(b);
 }
 
+/* Logits of every row of one prefill of the fixture's sequence (prompt + greedy[:-1]); the
+ * caller frees them. */
+static float *ref_prefill(sl_model *m, sl_kv_cache *kv, const ref_fixture *fx)
+{
+    int32_t seq[128];
+    for (int i = 0; i < fx->n_prompt; i++)
+        seq[i] = fx->prompt[i];
+    for (int i = 0; i + 1 < fx->n_greedy; i++)
+        seq[fx->n_prompt + i] = fx->greedy[i];
+    float *got = malloc((size_t)fx->rows * fx->vocab * sizeof(float));
+    sl_error e = {0};
+    cr_assert(got);
+    cr_assert_eq(sl_model_forward(m, kv, seq, fx->rows, true, got, &e), 0, "%s", e.msg);
+    return got;
+}
+
 /* Prefill of the whole sequence matches transformers' fp32 logits at every position. */
 static void ref_check_prefill(const char *name, sl_attn_mode mode)
 {
@@ -100,13 +116,7 @@ static void ref_check_prefill(const char *name, sl_attn_mode mode)
     sl_kv_cache kv;
     sl_error e = {0};
     cr_assert_eq(sl_kv_cache_create(m, 64, &kv, &e), 0, "%s", e.msg);
-    int32_t seq[128];
-    for (int i = 0; i < fx.n_prompt; i++)
-        seq[i] = fx.prompt[i];
-    for (int i = 0; i + 1 < fx.n_greedy; i++)
-        seq[fx.n_prompt + i] = fx.greedy[i];
-    float *got = malloc((size_t)fx.rows * fx.vocab * sizeof(float));
-    cr_assert_eq(sl_model_forward(m, &kv, seq, fx.rows, true, got, &e), 0, "%s", e.msg);
+    float *got = ref_prefill(m, &kv, &fx);
     double worst = 0;
     for (int r = 0; r < fx.rows; r++) {
         double err = ref_rel_l2(got + (size_t)r * fx.vocab, fx.logits + (size_t)r * fx.vocab, fx.vocab);
@@ -220,13 +230,7 @@ static void ref_check_bf16_rounding(const char *name)
     sl_kv_cache kv;
     sl_error e = {0};
     cr_assert_eq(sl_kv_cache_create(m, 64, &kv, &e), 0, "%s", e.msg);
-    int32_t seq[128];
-    for (int i = 0; i < fx.n_prompt; i++)
-        seq[i] = fx.prompt[i];
-    for (int i = 0; i + 1 < fx.n_greedy; i++)
-        seq[fx.n_prompt + i] = fx.greedy[i];
-    float *got = malloc((size_t)fx.rows * fx.vocab * sizeof(float));
-    cr_assert_eq(sl_model_forward(m, &kv, seq, fx.rows, true, got, &e), 0, "%s", e.msg);
+    float *got = ref_prefill(m, &kv, &fx);
     double worst = 0, drift = 0, errs[128];
     for (int r = 0; r < fx.rows; r++) {
         double err = errs[r] = ref_rel_l2(got + (size_t)r * fx.vocab, want + (size_t)r * fx.vocab, fx.vocab);
