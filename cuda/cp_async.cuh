@@ -28,4 +28,10 @@ __device__ __forceinline__ void cp_async_wait(int n)
     }
 }
 
+// Wait until at most N of this thread's copy groups are pending (N a compile-time constant).
+template <int N> __device__ __forceinline__ void cp_async_wait_n()
+{
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
 #endif

@@ -62,7 +62,7 @@ int sl_cuda_sync(sl_backend *b, sl_error *e);
 void sl_cuda_arena_stats(sl_backend *b, size_t *capacity, size_t *used, size_t *peak);
 
 /* Benchmarks only: change the few-token matmul's settings, with the syntax of the SL_CUDA_GEMV
- * environment variable ("max=12,pdl=1,pf=-1,fill=2,small=1", any subset; cuda/internal.cuh
+ * environment variable ("max=12,pdl=1,pf=0,fill=2,small=1", any subset; cuda/internal.cuh
  * says what each is). Keys not named keep their value. Returns 0, or SL_E_DEVICE after an
  * error. */
 int sl_cuda_gemv_tune(sl_backend *b, const char *spec);

@@ -456,13 +456,14 @@ static inline void gemv_launch_ex(sl_cuda_ctx *c, void (*kernel)(Args...), dim3 
 
 // Chunks per column split for a launch of `tiles` row tiles of nchunk chunks (C columns each)
 // at NT tokens: slices of whole sweeps (`unit` chunks: 32 for the split kernel, one per lane; 4,
-// a step, for the tensor-core kernel) so that about `fill` blocks per SM run, within the shared
-// memory for x.
+// a step, for the tensor-core kernel) so that about `fill` blocks per SM run (0: c->gemv.fill),
+// within the shared memory for x.
 static inline long long gemv_split_cps(const sl_cuda_ctx *c, int C, int NT, long long nchunk,
-                                       long long tiles, int unit = 32)
+                                       long long tiles, int unit = 32, int fill = 0)
 {
     const long long sweeps = (nchunk + unit - 1) / unit;
-    long long want = (long long)((double)c->gemv.fill * c->sm_count / tiles + 0.5);
+    fill = fill > 0 ? fill : c->gemv.fill;
+    long long want = (long long)((double)fill * c->sm_count / tiles + 0.5);
     want = want < 1 ? 1 : want > sweeps ? sweeps : want;
     long long cps = (sweeps + want - 1) / want * unit;
     const long long cps_max = GEMV_SMEM / (16 * C / 4 * NT) - 1; // room for chp = cps | 1

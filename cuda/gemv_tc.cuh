@@ -24,6 +24,7 @@
 #ifndef SL_CUDA_GEMV_TC_CUH
 #define SL_CUDA_GEMV_TC_CUH
 
+#include "cuda/cp_async.cuh"
 #include "cuda/gemv.cuh"
 #include "cuda/tc_frag.cuh"
 
@@ -56,96 +57,108 @@ __device__ __forceinline__ void gemv_tc_stage_x(uint4 *xs, const gemv_args &a, l
     }
 }
 
+// Where a thread of the block for row tile `tile` works: its warp's rows, its split's chunks, and
+// its rows g and g + 8 (rows past the end re-read the last row; their sums are not written).
+struct gemv_tc_geom {
+    int warp, lane, g, q, nch, nsteps;
+    long long c0, rt0, rw;    // first chunk of the block's split, first row of the block, of the warp
+    const uint8_t *wg, *wg8;  // rows g and g + 8 from chunk c0
+    const uint32_t *sg, *sg8; // their scale words (2 f16 a word) from chunk c0
+};
+__device__ __forceinline__ gemv_tc_geom gemv_tc_geom_of(const gemv_args &a, long long tile)
+{
+    gemv_tc_geom G;
+    G.warp = threadIdx.x >> 5, G.lane = threadIdx.x & 31, G.g = G.lane >> 2, G.q = G.lane & 3;
+    G.c0 = (long long)blockIdx.y * a.cps;
+    G.nch = (int)min((long long)a.cps, a.w.cols / 32 - G.c0), G.nsteps = G.nch / 4;
+    G.rt0 = a.row0 + tile * (8 * GEMV_TC_R), G.rw = G.rt0 + G.warp * GEMV_TC_R;
+    const long long r0 = min(G.rw + G.g, a.w.rows - 1), r8 = min(G.rw + G.g + 8, a.w.rows - 1);
+    G.wg = a.w.data + r0 * a.w.rb + G.c0 * 16, G.wg8 = a.w.data + r8 * a.w.rb + G.c0 * 16;
+    const unsigned short *sp = (const unsigned short *)a.w.scales;
+    G.sg = (const uint32_t *)(sp + r0 * a.w.ng + G.c0);
+    G.sg8 = (const uint32_t *)(sp + r8 * a.w.ng + G.c0);
+    return G;
+}
+
 // One load set: steps s .. s + B - 1 of the warp (those below nsteps): chunk 4 step + q of rows
 // g and g + 8, and the scales of chunks 4 step + 2 (q & 1) and the next (what this thread's D
 // columns hold) of the same rows.
 __device__ __forceinline__ void gemv_tc_load(uint4 (&raw)[GEMV_TC_B][2], uint32_t (&sc)[GEMV_TC_B][2],
-                                             const uint8_t *wg, const uint8_t *wg8,
-                                             const uint32_t *sg, const uint32_t *sg8, int s,
-                                             int nsteps, int q)
+                                             const gemv_tc_geom &G, int s)
 {
 #pragma unroll
     for (int b = 0; b < GEMV_TC_B; b++) {
-        if (s + b >= nsteps)
+        if (s + b >= G.nsteps)
             break;
         const int ch = 4 * (s + b);
-        raw[b][0] = __ldcs((const uint4 *)wg + ch + q);
-        raw[b][1] = __ldcs((const uint4 *)wg8 + ch + q);
-        sc[b][0] = __ldcs(sg + ch / 2 + (q & 1));
-        sc[b][1] = __ldcs(sg8 + ch / 2 + (q & 1));
+        raw[b][0] = __ldcs((const uint4 *)G.wg + ch + G.q);
+        raw[b][1] = __ldcs((const uint4 *)G.wg8 + ch + G.q);
+        sc[b][0] = __ldcs(G.sg + ch / 2 + (G.q & 1));
+        sc[b][1] = __ldcs(G.sg8 + ch / 2 + (G.q & 1));
     }
 }
 
-// Steps s .. of one load set into acc (slot k: D column pair 2 (q & 1) .. of rows g, g + 8).
-__device__ __forceinline__ void gemv_tc_compute(float (&acc)[4], const uint4 (&raw)[GEMV_TC_B][2],
-                                                const uint32_t (&sc)[GEMV_TC_B][2], const uint4 *xs,
-                                                int chp, int s, int nsteps, int q, int half,
-                                                uint32_t mine)
+// One step (4 chunks of rows g and g + 8: words w0, w8, their scale words sc0, sc8) into acc
+// (slot k: D column pair 2 (q & 1) .. of rows g, g + 8). xq: this thread's B source for the
+// step's first chunk, bstride: bytes between its B words (0 for the zero word: the threads whose
+// B columns hold no x, 3 in 4, read one zero word instead of masking what they load).
+__device__ __forceinline__ void gemv_tc_step(float (&acc)[4], const uint4 &w0, const uint4 &w8,
+                                             uint32_t sc0, uint32_t sc8, const char *xq, int bstride)
 {
+    float d0[4] = {0.0f, 0.0f, 0.0f, 0.0f}, d1[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 #pragma unroll
-    for (int b = 0; b < GEMV_TC_B; b++) {
-        if (s + b >= nsteps)
-            break;
-        const int ch = 4 * (s + b);
-        float d0[4] = {0.0f, 0.0f, 0.0f, 0.0f}, d1[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    for (int i = 0; i < 4; i++) {
+        const uint32_t u = word_of(w0, i), u8 = word_of(w8, i);
 #pragma unroll
-        for (int i = 0; i < 4; i++) {
-            const uint32_t u = word_of(raw[b][0], i), u8 = word_of(raw[b][1], i);
-#pragma unroll
-            for (int h = 0; h < 2; h++) {
-                const uint2 bx = ((const uint2 *)(xs + (2 * i + h) * chp + ch + q))[half];
-                tc_mma(h ? d1 : d0, tc_q4_pair(u >> (8 * h)), tc_q4_pair(u8 >> (8 * h)),
-                       tc_q4_pair(u >> (8 * h + 4)), tc_q4_pair(u8 >> (8 * h + 4)), bx.x & mine,
-                       bx.y & mine);
-            }
+        for (int h = 0; h < 2; h++) {
+            const uint2 bx = *(const uint2 *)(xq + (2 * i + h) * bstride);
+            tc_mma(h ? d1 : d0, tc_q4_pair(u >> (8 * h)), tc_q4_pair(u8 >> (8 * h)),
+                   tc_q4_pair(u >> (8 * h + 4)), tc_q4_pair(u8 >> (8 * h + 4)), bx.x, bx.y);
         }
-        const float s0 = sl_f16f((unsigned short)sc[b][0]), s1 = sl_f16f((unsigned short)(sc[b][0] >> 16));
-        const float t0 = sl_f16f((unsigned short)sc[b][1]), t1 = sl_f16f((unsigned short)(sc[b][1] >> 16));
-        acc[0] = fmaf(d0[0] + d1[0], s0, acc[0]);
-        acc[1] = fmaf(d0[1] + d1[1], s1, acc[1]);
-        acc[2] = fmaf(d0[2] + d1[2], t0, acc[2]);
-        acc[3] = fmaf(d0[3] + d1[3], t1, acc[3]);
+    }
+    const float s0 = sl_f16f((unsigned short)sc0), s1 = sl_f16f((unsigned short)(sc0 >> 16));
+    const float t0 = sl_f16f((unsigned short)sc8), t1 = sl_f16f((unsigned short)(sc8 >> 16));
+    acc[0] = fmaf(d0[0] + d1[0], s0, acc[0]);
+    acc[1] = fmaf(d0[1] + d1[1], s1, acc[1]);
+    acc[2] = fmaf(d0[2] + d1[2], t0, acc[2]);
+    acc[3] = fmaf(d0[3] + d1[3], t1, acc[3]);
+}
+
+// Steps s .. of one load set into acc. xb, cstride: the B source of step 0 and the bytes a step.
+__device__ __forceinline__ void gemv_tc_compute(float (&acc)[4], const uint4 (&raw)[GEMV_TC_B][2],
+                                                const uint32_t (&sc)[GEMV_TC_B][2], const char *xb,
+                                                int cstride, int bstride, int s, int nsteps)
+{
+#pragma unroll
+    for (int b = 0; b < GEMV_TC_B; b++) {
+        if (s + b >= nsteps)
+            break;
+        gemv_tc_step(acc, raw[b][0], raw[b][1], sc[b][0], sc[b][1], xb + (s + b) * cstride, bstride);
     }
 }
 
-// The block's work for row tile `tile` of the launch (blockIdx.y: the column split), one token.
-// Launched with dynamic shared memory for a cps-chunk slice (128 bytes a chunk).
-__device__ __forceinline__ void gemv_tc_body(const gemv_args &a, long long tile)
+// B holds x only in column n = g (hi, g < 4) or g - 4 (lo) at thread n's k positions (see the
+// top): this thread's B source for step 0 (its word of x, or the zero word), the bytes between
+// its words of one step and the bytes a step (both 0 for the zero word).
+struct gemv_tc_bsrc {
+    const char *xb;
+    int bstride, cstride;
+};
+__device__ __forceinline__ gemv_tc_bsrc gemv_tc_b(const uint4 *xs, const uint4 *zero, int chp, int g, int q)
 {
-    extern __shared__ uint4 xs_tc[];
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
-    const long long c0 = (long long)blockIdx.y * a.cps; // first chunk of the block's split
-    const int nch = (int)min((long long)a.cps, a.w.cols / 32 - c0), nsteps = nch / 4;
-    const long long rt0 = a.row0 + tile * (8 * GEMV_TC_R), rw = rt0 + warp * GEMV_TC_R;
+    const bool mine = (g & 3) == q;
+    gemv_tc_bsrc b;
+    b.xb = mine ? (const char *)(xs + q) + 8 * (g >> 2) : (const char *)zero;
+    b.bstride = mine ? 16 * chp : 0;
+    b.cstride = mine ? 64 : 0; // a step is 4 chunks of 16 bytes
+    return b;
+}
 
-    // rows past the end re-read the last row; their sums are not written
-    const long long r0 = min(rw + g, a.w.rows - 1), r8 = min(rw + g + 8, a.w.rows - 1);
-    const uint8_t *wg = a.w.data + r0 * a.w.rb + c0 * 16, *wg8 = a.w.data + r8 * a.w.rb + c0 * 16;
-    const unsigned short *sp = (const unsigned short *)a.w.scales;
-    const uint32_t *sg = (const uint32_t *)(sp + r0 * a.w.ng + c0);
-    const uint32_t *sg8 = (const uint32_t *)(sp + r8 * a.w.ng + c0);
-
-    uint4 raw[2][GEMV_TC_B][2];
-    uint32_t sc[2][GEMV_TC_B][2];
-    gemv_tc_load(raw[0], sc[0], wg, wg8, sg, sg8, 0, nsteps, q);
-    gemv_prefetch<SL_WF_Q4, GEMV_TC_R>(a, rt0, c0 + 4 * GEMV_TC_B, nch - 4 * GEMV_TC_B, warp, lane);
-    gemv_wait_previous();
-    gemv_allow_next();
-    gemv_tc_stage_x(xs_tc, a, c0, nch);
-    __syncthreads();
-
-    // B holds x only in column n = g (hi, g < 4) or g - 4 (lo) at thread n's k positions
-    const uint32_t mine = (g & 3) == q ? 0xffffffffu : 0u;
-    const int half = g >> 2;
-    float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-    for (int s = 0; s < nsteps; s += 2 * GEMV_TC_B) {
-        gemv_tc_load(raw[1], sc[1], wg, wg8, sg, sg8, s + GEMV_TC_B, nsteps, q);
-        gemv_tc_compute(acc, raw[0], sc[0], xs_tc, a.chp, s, nsteps, q, half, mine);
-        gemv_tc_load(raw[0], sc[0], wg, wg8, sg, sg8, s + 2 * GEMV_TC_B, nsteps, q);
-        gemv_tc_compute(acc, raw[1], sc[1], xs_tc, a.chp, s + GEMV_TC_B, nsteps, q, half, mine);
-    }
-
-    // row g: the quad's acc[0] + acc[1], row g + 8: acc[2] + acc[3] (every chunk, hi and lo)
+// The block's sums: row g of the warp is the quad's acc[0] + acc[1], row g + 8 acc[2] + acc[3]
+// (every chunk, hi and lo), to out or, split, to the workspace and the split's finish.
+__device__ __forceinline__ void gemv_tc_store(const float (&acc)[4], const gemv_args &a, long long rw,
+                                              long long rt0, long long tile, int g, int q)
+{
     float s0 = acc[0] + acc[1], s8 = acc[2] + acc[3];
     s0 += __shfl_xor_sync(0xffffffffu, s0, 1);
     s8 += __shfl_xor_sync(0xffffffffu, s8, 1);
@@ -163,6 +176,142 @@ __device__ __forceinline__ void gemv_tc_body(const gemv_args &a, long long tile)
     }
     if (gridDim.y > 1)
         gemv_split_finish<8 * GEMV_TC_R>(a, 1, rt0, tile);
+}
+
+// The block's work for row tile `tile` of the launch (blockIdx.y: the column split), one token.
+// Launched with dynamic shared memory for a cps-chunk slice (128 bytes a chunk).
+__device__ __forceinline__ void gemv_tc_body(const gemv_args &a, long long tile)
+{
+    extern __shared__ uint4 xs_tc[];
+    __shared__ uint4 tc_zero;
+    const gemv_tc_geom G = gemv_tc_geom_of(a, tile);
+    const int nsteps = G.nsteps;
+
+    uint4 raw[2][GEMV_TC_B][2];
+    uint32_t sc[2][GEMV_TC_B][2];
+    gemv_tc_load(raw[0], sc[0], G, 0);
+    gemv_prefetch<SL_WF_Q4, GEMV_TC_R>(a, G.rt0, G.c0 + 4 * GEMV_TC_B, G.nch - 4 * GEMV_TC_B,
+                                       G.warp, G.lane);
+    gemv_wait_previous();
+    gemv_allow_next();
+    gemv_tc_stage_x(xs_tc, a, G.c0, G.nch);
+    if (threadIdx.x == 0)
+        tc_zero = make_uint4(0u, 0u, 0u, 0u);
+    __syncthreads();
+
+    const gemv_tc_bsrc bs = gemv_tc_b(xs_tc, &tc_zero, a.chp, G.g, G.q);
+    float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    for (int s = 0; s < nsteps; s += 2 * GEMV_TC_B) {
+        gemv_tc_load(raw[1], sc[1], G, s + GEMV_TC_B);
+        gemv_tc_compute(acc, raw[0], sc[0], bs.xb, bs.cstride, bs.bstride, s, nsteps);
+        gemv_tc_load(raw[0], sc[0], G, s + 2 * GEMV_TC_B);
+        gemv_tc_compute(acc, raw[1], sc[1], bs.xb, bs.cstride, bs.bstride, s + GEMV_TC_B, nsteps);
+    }
+
+    gemv_tc_store(acc, a, G.rw, G.rt0, tile, G.g, G.q);
+}
+
+// ---- the ring variant: weights through shared memory ---------------------------------------------
+//
+// A thread's loads go by cp.async into its own slots of a ring in shared memory, D steps deep
+// (D - 1 in flight while one is decoded), holding no registers (72 a thread, not 127); a thread
+// reads back only what it copied itself, so the ring needs no barrier. The first D steps are
+// copied before the dependency wait, a prefetch that lands where it is used.
+//
+// Measured (H100, one token, bench/results/gemv-h100-2026-12-06-run3.md): made to answer ncu's
+// picture of the register kernel in an expert group (an instruction every 2nd cycle per
+// scheduler, 3.6 warps each, half the cycles none ready, mostly waiting on global loads), it is
+// slower there (0.499 of copy vs 0.598): so the group's limit is not the loads in flight. It wins
+// on single matrices at one block an SM (2048x7168: 0.455 vs 0.377; 7168x2048: 0.429 vs 0.432),
+// where a launch's ramp and tail are most of its time: the next kernel's blocks find room and
+// start their rings before this one ends. So: single matrices take it, groups the register one.
+
+enum {
+    GEMV_TC_SLOT = 40,    // ring bytes a thread a step: rows g, g + 8 (16 each), their scale words
+    GEMV_TC_RING_FILL = 1, // blocks an SM its split aims for (72 registers: 3 fit), so that under
+                           // dependent launch the next kernel's blocks find room and start their
+                           // rings before this one ends (H100, single 2048x7168: 0.361 at 2, 0.455)
+};
+
+// Blocks an SM the GEMV kernels are compiled for: one from two tokens, two at one token
+// (registers for a sweep of loads in flight), three for the ring (its loads hold none).
+constexpr int gemv_min_blocks(int NT, int R, int S)
+{
+    return NT > 1 ? 1 : R == GEMV_TC_R && S > 2 ? 3 : 2;
+}
+
+// The ring's bytes for depth D (S = 2: the register kernel, no ring).
+static inline size_t gemv_tc_ring_bytes(int D)
+{
+    return D > 2 ? (size_t)D * GEMV_THREADS * GEMV_TC_SLOT : 0;
+}
+
+// Bind S to the ring depth c->gemv.ring names (0: the register kernel, S = 2; 4, 6, 8).
+#define GEMV_TC_RING_DISPATCH(ring, ...)                                                           \
+    switch (ring) {                                                                                \
+    case 0: { constexpr int S = 2; __VA_ARGS__; } break;                                           \
+    case 4: { constexpr int S = 4; __VA_ARGS__; } break;                                           \
+    case 8: { constexpr int S = 8; __VA_ARGS__; } break;                                           \
+    default: { constexpr int S = 6; __VA_ARGS__; } break;                                          \
+    }
+
+// Step s's copies (chunk 4 s + q of rows g and g + 8, their scale words) into ring slot d.
+__device__ __forceinline__ void gemv_tc_ring_issue(uint4 *rw, uint32_t *rs, const gemv_tc_geom &G,
+                                                   int s, int d)
+{
+    const int t = threadIdx.x, ch = 4 * s, q = G.q;
+    cp_async16(rw + (2 * d) * GEMV_THREADS + t, (const uint4 *)G.wg + ch + q, 16);
+    cp_async16(rw + (2 * d + 1) * GEMV_THREADS + t, (const uint4 *)G.wg8 + ch + q, 16);
+    cp_async4(rs + (2 * d) * GEMV_THREADS + t, G.sg + 2 * s + (q & 1), 4);
+    cp_async4(rs + (2 * d + 1) * GEMV_THREADS + t, G.sg8 + 2 * s + (q & 1), 4);
+}
+
+// gemv_tc_body with the ring of depth D: launched with dynamic shared memory for the x slice
+// (128 bytes a chunk) and gemv_tc_ring_bytes(D) after it.
+template <int D>
+__device__ __forceinline__ void gemv_tc_ring_body(const gemv_args &a, long long tile)
+{
+    extern __shared__ uint4 xs_tc[];
+    __shared__ uint4 tc_zero;
+    const gemv_tc_geom G = gemv_tc_geom_of(a, tile);
+    const int nsteps = G.nsteps;
+    uint4 *rw = xs_tc + 8 * a.chp;
+    uint32_t *rs = (uint32_t *)(rw + 2 * D * GEMV_THREADS);
+
+    // the first D steps fly while the previous kernel ends and x is staged (one group a step,
+    // empty past the end, so that "all but the newest D - 1 groups" is always step s)
+#pragma unroll
+    for (int p = 0; p < D; p++) {
+        if (p < nsteps)
+            gemv_tc_ring_issue(rw, rs, G, p, p);
+        cp_async_commit();
+    }
+    gemv_wait_previous();
+    gemv_allow_next();
+    gemv_tc_stage_x(xs_tc, a, G.c0, G.nch);
+    if (threadIdx.x == 0)
+        tc_zero = make_uint4(0u, 0u, 0u, 0u);
+    __syncthreads();
+
+    const gemv_tc_bsrc bs = gemv_tc_b(xs_tc, &tc_zero, a.chp, G.g, G.q);
+    const int t = threadIdx.x;
+    float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    for (int s0 = 0; s0 < nsteps; s0 += D) {
+#pragma unroll
+        for (int d = 0; d < D; d++) {
+            const int s = s0 + d;
+            if (s >= nsteps)
+                break;
+            cp_async_wait_n<D - 1>();
+            gemv_tc_step(acc, rw[(2 * d) * GEMV_THREADS + t], rw[(2 * d + 1) * GEMV_THREADS + t],
+                         rs[(2 * d) * GEMV_THREADS + t], rs[(2 * d + 1) * GEMV_THREADS + t],
+                         bs.xb + s * bs.cstride, bs.bstride);
+            if (s + D < nsteps) // into the slot just read (its words are in registers)
+                gemv_tc_ring_issue(rw, rs, G, s + D, d);
+            cp_async_commit();
+        }
+    }
+    gemv_tc_store(acc, a, G.rw, G.rt0, tile, G.g, G.q);
 }
 
 #endif

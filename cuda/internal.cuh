@@ -54,15 +54,15 @@ enum {
 };
 
 // Few-token matmul settings (kernels_gemv.cu): defaults from measurement, overridable for
-// benchmarks with SL_CUDA_GEMV="max=12,pdl=1,pf=-1,fill=2,rows=0,small=1,wide=0,deep=0,tc=1" (any subset, comma
-// separated) or sl_cuda_gemv_tune().
+// benchmarks with SL_CUDA_GEMV="max=12,pdl=1,pf=0,fill=2,rows=0,small=1,wide=1,deep=0,tc=1,ring=-1"
+// (any subset, comma separated) or sl_cuda_gemv_tune().
 struct sl_cuda_gemv_cfg {
     int max_tokens;    // matmuls of up to this many tokens take the GEMV (1..16, default 12)
     int max_by_fmt[SL_WF_COUNT]; // the same per weight format: where the tensor-core GEMM of
                        // kernels_tc.cu overtakes (f32 12, bf16 6, fp8/q8/q4 4); max= sets all
     bool pdl;          // programmatic dependent launch (sm_90+): overlap with the previous kernel
-    int prefetch_kb;   // L2 prefetch per block before the dependency wait, KiB (0: none,
-                       // -1: by format)
+    int prefetch_kb;   // L2 prefetch per block before the dependency wait, KiB (default 0:
+                       // none; q4's 32 cost its expert group 0.034 of copy bandwidth)
     int fill;          // blocks per SM that the split along columns aims for
     int launch_rows;   // split launches cover at most this many rows (0: as counters and the
                        // workspace allow; a test hook for the multi-launch path)
@@ -71,6 +71,10 @@ struct sl_cuda_gemv_cfg {
     bool wide;         // one token, split kernel: GEMV_R1 rows a warp, not GEMV_R
     bool deep;         // one token, split kernel, not wide: 2 sweeps of loads in flight, not 1
     bool tc;           // one token, q4: the tensor-core kernel (gemv_tc.cuh), not the split one
+    int ring;          // the tensor-core kernel's loads: 0 through registers, 4 / 6 / 8 through a
+                       // ring of that many steps in shared memory; -1 (default): 6 for single
+                       // matrices (H100, one token: 2048x7168 0.377 -> 0.455 of copy, 7168x2048
+                       // 0.432 -> 0.429), 0 for expert groups (0.598 vs 0.499 at 6)
 };
 
 enum { SL_CUDA_GEMV_COUNTERS = 16384 };

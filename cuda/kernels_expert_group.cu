@@ -39,7 +39,7 @@ struct gemv_group_args {
 static_assert(sizeof(gemv_group_args) <= 4096, "kernel parameters are limited to 4 KiB");
 
 template <int FMT, int NT, int R, int S>
-__global__ void __launch_bounds__(GEMV_THREADS, NT == 1 ? 2 : 1)
+__global__ void __launch_bounds__(GEMV_THREADS, gemv_min_blocks(NT, R, S))
 gemv_group_kernel(const __grid_constant__ gemv_group_args g)
 {
     const long long m = blockIdx.x / g.tiles, tile = blockIdx.x % g.tiles;
@@ -54,7 +54,9 @@ gemv_group_kernel(const __grid_constant__ gemv_group_args g)
         a.part += m * gridDim.y * NT * a.part_rows;
         a.count += m * g.tiles;
     }
-    if constexpr (R == GEMV_TC_R)
+    if constexpr (R == GEMV_TC_R && S > 2)
+        gemv_tc_ring_body<S>(a, tile);
+    else if constexpr (R == GEMV_TC_R)
         gemv_tc_body(a, tile);
     else
         gemv_fast_body<FMT, NT, R, S>(a, tile);
@@ -76,7 +78,8 @@ static bool group_launch(sl_cuda_ctx *c, const sl_wdev &w, const gemv_group_mats
     g.a.w.data = NULL;
     g.a.w.scales = NULL;
     const long long nchunk = w.cols / C, tiles = (w.rows + ROWS - 1) / ROWS;
-    const long long cps = gemv_split_cps(c, C, NT, nchunk, tiles * n_mats, R == GEMV_TC_R ? 4 : 32);
+    const long long cps = gemv_split_cps(c, C, NT, nchunk, tiles * n_mats, R == GEMV_TC_R ? 4 : 32,
+                                         R == GEMV_TC_R && S > 2 ? GEMV_TC_RING_FILL : 0);
     const long long nsplit = (nchunk + cps - 1) / cps;
     long long per = n_mats;
     if (nsplit > 1) {
@@ -92,11 +95,12 @@ static bool group_launch(sl_cuda_ctx *c, const sl_wdev &w, const gemv_group_mats
     g.tiles = tiles;
     g.a.cps = (int)cps;
     g.a.chp = (int)(cps | 1);
-    int pf_kb = c->gemv.prefetch_kb >= 0 ? c->gemv.prefetch_kb : FMT == SL_WF_Q4 ? 32 : 0;
+    const int pf_kb = c->gemv.prefetch_kb;
     g.a.pf_row = pf_kb * 1024 / ROWS;
     g.a.row0 = 0;
     g.a.part_rows = w.rows;
-    const size_t smem = (size_t)NT * (C / 4) * g.a.chp * sizeof(float4);
+    const size_t smem = (size_t)NT * (C / 4) * g.a.chp * sizeof(float4) +
+                        (R == GEMV_TC_R ? gemv_tc_ring_bytes(S) : 0);
     for (int m0 = 0; m0 < n_mats; m0 += (int)per) {
         int k = n_mats - m0 < per ? n_mats - m0 : (int)per;
         for (int i = 0; i < k; i++) {
@@ -124,7 +128,8 @@ static bool group_gemv(sl_cuda_ctx *c, const sl_weight *shape, const gemv_group_
         // (if constexpr: the one-token shapes are compiled for one token only)
         if constexpr (NT == 1 && FMT == SL_WF_Q4)
             if (c->gemv.tc && gemv_tc_ok(w)) {
-                done = group_launch<FMT, NT, GEMV_TC_R, 2>(c, w, mm, n_mats);
+                GEMV_TC_RING_DISPATCH(c->gemv.ring < 0 ? 0 : c->gemv.ring,
+                                      done = group_launch<FMT, NT, GEMV_TC_R, S>(c, w, mm, n_mats));
                 break;
             }
         if constexpr (NT == 1)
@@ -319,9 +324,12 @@ template <int FMT> static cudaError_t group_allow_smem()
         err = cudaFuncSetAttribute(gemv_group_kernel<FMT, 1, GEMV_R, 3>,
                                    cudaFuncAttributeMaxDynamicSharedMemorySize, GEMV_SMEM);
     if constexpr (FMT == SL_WF_Q4)
-        if (err == cudaSuccess)
-            err = cudaFuncSetAttribute(gemv_group_kernel<FMT, 1, GEMV_TC_R, 2>,
-                                       cudaFuncAttributeMaxDynamicSharedMemorySize, GEMV_SMEM);
+        for (int ring : {0, 4, 6, 8})
+            if (err == cudaSuccess)
+                GEMV_TC_RING_DISPATCH(ring, err = cudaFuncSetAttribute(
+                                                gemv_group_kernel<FMT, 1, GEMV_TC_R, S>,
+                                                cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                GEMV_SMEM + (int)gemv_tc_ring_bytes(S)));
     return err;
 }
 

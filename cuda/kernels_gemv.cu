@@ -31,11 +31,13 @@
 //     it for +3%).
 // Tensor-core kernel (q4 at one token, rows of whole 128-column steps; c->gemv.tc):
 //   gemv_tc.cuh. The same split, staging and launch as the split kernel, 16 rows a warp, slices
-//   of 4-chunk steps; a q4 weight pair costs one mask-or and one bf16 subtract, the products and
-//   sums go to mma.m16n8k16 with x as bf16 hi + lo (the split kernel's precision). ~2
-//   instructions a weight instead of ~3.1, yet only 0.510 -> 0.542 of copy in an expert group
-//   and no gain on single matrices: q4's limit is not the decode's instruction count either
-//   (bench/results/gemv-h100-2026-12-06-run2.md).
+//   of 4-chunk steps; a q4 weight pair costs one mask-or (one lop3) and one bf16 subtract, the
+//   products and sums go to mma.m16n8k16 with x as bf16 hi + lo (the split kernel's precision).
+//   ncu put the q4 group at the issue rate, not the DRAM (bench/results/gemv-h100-2026-12-06-
+//   run3.md): ~3.1 instructions a weight until ptxas's two LOP3s per mask-or became one and the
+//   B masking a zero word, then 0.534 -> 0.598 of copy in an expert group. Single matrices take
+//   its ring form (loads by cp.async into shared memory, one block an SM): 0.37 -> 0.45 on
+//   2048x7168, where a launch's ramp and tail are most of the time.
 // Rows kernel (f32, bf16 at one token, single matrices): 4 rows a block, x straight from L1;
 //   see below. (fp8 went to the split kernel at 8 rows a warp: 0.548 -> 0.641 on 2048x7168,
 //   0.511 -> 0.684 on 7168x2048; f32/bf16 stay: 0.946 / 0.874 here against 0.909 / 0.767 there.)
@@ -47,11 +49,11 @@
 // Generic kernel (any shape, any alignment): 4 rows a block, one element at a time.
 // Measured (bench/kernels, H100 SXM, graph replay, 64 expert copies, over the 3.0 TB/s copy
 // rate, gate 2048x7168 / down 7168x2048), one token: f32 0.96/0.94, bf16 0.88/0.83,
-// fp8 0.64/0.68, q8 0.64/0.67, q4 0.37/0.41 (bench/results/gemv-h100-2026-12-06-run2.md);
+// fp8 0.64/0.68, q8 0.63/0.67, q4 0.45/0.43 (bench/results/gemv-h100-2026-12-06-run3.md);
 // 8 tokens: 0.12 (q4) .. 0.72 (f32), 2x the GEMM (gemv-h100-2026-11-24.md). What is left on
 // single matrices is a fixed ~2-3 us per launch (a new grid, the first loads' latency, the
 // block sums), a large share of a 7-15 MB matrix: an expert group's 24 matrices in 4 launches
-// reach 0.79-0.98 for every format but q4 (0.54).
+// reach 0.79-0.98 for every format but q4 (0.60, issue-bound).
 #include "cuda/gemv_rows.cuh"
 #include "cuda/gemv_tc.cuh"
 
@@ -62,9 +64,11 @@
 // ---- kernels (bodies in gemv.cuh) -------------------------------------------------------------
 
 template <int FMT, int NT, int R, int S>
-__global__ void __launch_bounds__(GEMV_THREADS, NT == 1 ? 2 : 1) gemv_fast_kernel(gemv_args a)
+__global__ void __launch_bounds__(GEMV_THREADS, gemv_min_blocks(NT, R, S)) gemv_fast_kernel(gemv_args a)
 {
-    if constexpr (R == GEMV_TC_R)
+    if constexpr (R == GEMV_TC_R && S > 2)
+        gemv_tc_ring_body<S>(a, blockIdx.x);
+    else if constexpr (R == GEMV_TC_R)
         gemv_tc_body(a, blockIdx.x);
     else
         gemv_fast_body<FMT, NT, R, S>(a, blockIdx.x);
@@ -138,7 +142,8 @@ static void gemv_fast_launch(sl_cuda_ctx *c, float *out, const float *x, const s
     constexpr int C = gemv_chunk<FMT>::cols, ROWS = 8 * R;
     const long long nchunk = w.cols / C;
     const long long cps = gemv_split_cps(c, C, NT, nchunk, (w.rows + ROWS - 1) / ROWS,
-                                         R == GEMV_TC_R ? 4 : 32);
+                                         R == GEMV_TC_R ? 4 : 32,
+                                         R == GEMV_TC_R && S > 2 ? GEMV_TC_RING_FILL : 0);
     const long long nsplit = (nchunk + cps - 1) / cps;
 
     gemv_args a;
@@ -146,7 +151,7 @@ static void gemv_fast_launch(sl_cuda_ctx *c, float *out, const float *x, const s
     a.out = out, a.x = x, a.w = w, a.n = n;
     a.cps = (int)cps;
     a.chp = (int)(cps | 1);
-    int pf_kb = c->gemv.prefetch_kb >= 0 ? c->gemv.prefetch_kb : FMT == SL_WF_Q4 ? 32 : 0;
+    const int pf_kb = c->gemv.prefetch_kb;
     a.pf_row = pf_kb * 1024 / ROWS;
     long long per_launch = w.rows;
     if (nsplit > 1) {
@@ -164,7 +169,8 @@ static void gemv_fast_launch(sl_cuda_ctx *c, float *out, const float *x, const s
         a.part = c->work;
         a.count = c->gemv_count;
     }
-    const size_t smem = (size_t)NT * (C / 4) * a.chp * sizeof(float4);
+    const size_t smem = (size_t)NT * (C / 4) * a.chp * sizeof(float4) +
+                        (R == GEMV_TC_R ? gemv_tc_ring_bytes(S) : 0);
     for (long long r0 = 0; r0 < w.rows; r0 += per_launch) {
         a.row0 = r0;
         a.part_rows = w.rows - r0 < per_launch ? w.rows - r0 : per_launch;
@@ -195,7 +201,8 @@ void sl_cuda_gemv(sl_cuda_ctx *c, float *out, const float *x, const sl_weight *w
         else if constexpr (NT == 1) {
             if constexpr (FMT == SL_WF_Q4)
                 if (c->gemv.tc && gemv_tc_ok(w)) {
-                    gemv_fast_launch<FMT, NT, GEMV_TC_R, 2>(c, out, x, w, n);
+                    GEMV_TC_RING_DISPATCH(c->gemv.ring < 0 ? 6 : c->gemv.ring,
+                                          gemv_fast_launch<FMT, NT, GEMV_TC_R, S>(c, out, x, w, n));
                     break;
                 }
             if (c->gemv.wide)
@@ -226,7 +233,7 @@ static void gemv_cfg_parse(sl_cuda_gemv_cfg *g, const char *s, bool pdl_ok)
             else if (!strcmp(key, "pdl"))
                 g->pdl = pdl_ok && val != 0; // only where the device has it
             else if (!strcmp(key, "pf"))
-                g->prefetch_kb = val < -1 ? -1 : val > 1024 ? 1024 : val;
+                g->prefetch_kb = val < 0 ? 0 : val > 1024 ? 1024 : val;
             else if (!strcmp(key, "fill"))
                 g->fill = val < 1 ? 1 : val > 16 ? 16 : val;
             else if (!strcmp(key, "rows"))
@@ -239,6 +246,8 @@ static void gemv_cfg_parse(sl_cuda_gemv_cfg *g, const char *s, bool pdl_ok)
                 g->deep = val != 0;
             else if (!strcmp(key, "tc"))
                 g->tc = val != 0;
+            else if (!strcmp(key, "ring"))
+                g->ring = val < 0 ? -1 : val == 0 || val == 4 || val == 8 ? val : 6;
         }
         s = strchr(s, ',');
         if (s)
@@ -260,9 +269,12 @@ template <int FMT> static cudaError_t gemv_allow_smem()
         err = cudaFuncSetAttribute(gemv_fast_kernel<FMT, 1, GEMV_R, 3>,
                                    cudaFuncAttributeMaxDynamicSharedMemorySize, GEMV_SMEM);
     if constexpr (FMT == SL_WF_Q4)
-        if (err == cudaSuccess)
-            err = cudaFuncSetAttribute(gemv_fast_kernel<FMT, 1, GEMV_TC_R, 2>,
-                                       cudaFuncAttributeMaxDynamicSharedMemorySize, GEMV_SMEM);
+        for (int ring : {0, 4, 6, 8})
+            if (err == cudaSuccess)
+                GEMV_TC_RING_DISPATCH(ring, err = cudaFuncSetAttribute(
+                                                gemv_fast_kernel<FMT, 1, GEMV_TC_R, S>,
+                                                cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                GEMV_SMEM + (int)gemv_tc_ring_bytes(S)));
     return err;
 }
 
@@ -280,13 +292,14 @@ cudaError_t sl_cuda_gemv_init(sl_cuda_ctx *c)
     for (int f = 0; f < SL_WF_COUNT; f++)
         c->gemv.max_by_fmt[f] = by_fmt[f];
     c->gemv.pdl = major >= 9;
-    c->gemv.prefetch_kb = -1;
+    c->gemv.prefetch_kb = 0; // q4 had 32: its expert group 0.541 -> 0.575 of copy without (H100)
     c->gemv.fill = 2;
     c->gemv.launch_rows = 0;
     c->gemv.rows_kernel = true;
     c->gemv.wide = true; // measured ahead of R = 4 and of deep (gemv.cuh's GEMV_R1)
     c->gemv.deep = false;
     c->gemv.tc = true; // q4 expert group at one token 0.504 -> 0.532 of copy (H100)
+    c->gemv.ring = -1; // single matrices 6, expert groups 0 (internal.cuh)
     gemv_cfg_parse(&c->gemv, getenv("SL_CUDA_GEMV"), major >= 9);
     err = cudaMemsetAsync(c->gemv_count, 0, SL_CUDA_GEMV_COUNTERS * sizeof(unsigned), c->compute);
     for (int fmt = 0; fmt < SL_WF_COUNT && err == cudaSuccess; fmt++)

@@ -113,6 +113,19 @@ SL_TC_HD uint32_t tc_bmul2(uint32_t a, uint32_t b)
 #endif
 }
 
+// (u & mask) | bits in one instruction: ptxas splits the C expression into two LOP3s, one for
+// each immediate (SASS of the q4 GEMV kernel, H100), where lop3 takes the second from a register.
+template <uint32_t MASK, uint32_t BITS> SL_TC_HD uint32_t tc_and_or(uint32_t u)
+{
+#ifdef __CUDA_ARCH__
+    uint32_t r;
+    asm("lop3.b32 %0, %1, %2, %3, 0xea;" : "=r"(r) : "r"(u), "n"(MASK), "r"(BITS)); // (a & b) | c
+    return r;
+#else
+    return (u & MASK) | BITS;
+#endif
+}
+
 // e4m3 bytes 0 and 2 (even) or 1 and 3 (odd) of u -> bf16 pair. The code's 7 magnitude bits
 // placed at bf16 bits 4..10 read as the value times 2^-120, subnormal codes included (they land
 // on bf16 subnormals, which bf16 arithmetic keeps); one exact multiply by 2^120 (0x7b80) scales
@@ -129,10 +142,13 @@ SL_TC_HD uint32_t tc_fp8_odd(uint32_t u)
 // 0x4300 | (sign << 7) is 128 or 256, so the difference is m or m - 128: the signed value.
 SL_TC_HD uint32_t tc_q8_even(uint32_t u)
 {
-    return tc_bsub2((u & 0x007f007fu) | 0x43004300u, (u & 0x00800080u) | 0x43004300u);
+    return tc_bsub2(tc_and_or<0x007f007fu, 0x43004300u>(u), tc_and_or<0x00800080u, 0x43004300u>(u));
 }
 // Nibbles 0 and 4 of u -> bf16 pair of (nibble - 8): (128 + nibble) - 136.
-SL_TC_HD uint32_t tc_q4_pair(uint32_t u) { return tc_bsub2((u & 0x000f000fu) | 0x43004300u, 0x43084308u); }
+SL_TC_HD uint32_t tc_q4_pair(uint32_t u)
+{
+    return tc_bsub2(tc_and_or<0x000f000fu, 0x43004300u>(u), 0x43084308u);
+}
 
 // 8 consecutive activations -> bf16 pairs in PERM order: hi = bf16(x) (round to nearest even),
 // and lo = bf16(x - hi), so hi + lo is x to within 2^-16 relative (|x - hi| <= 2^-8 |x|).

@@ -61,6 +61,7 @@ if [ "$WHAT" = verify ]; then
         cp "/tmp/bf/$(basename "$d")-logits-sluice-bf16.f32" "$d/logits-sluice-bf16.f32" 2>/dev/null
     done
     fi # (ORACLE=0: the committed oracle files as they are)
+    if [ "${TESTS:-1}" = 1 ]; then # (TESTS=0: benchmarks only, e.g. a second call on a warm machine)
     log "gpu tests (--jobs 8) beside memcheck of ${MEMCHECK:-cuda_expert_group cuda_gemm}"
     timeout 240 $B/gpu --jobs 8 --verbose > "$V/gpu-tests.log" 2>&1 &
     TP=$!
@@ -74,33 +75,52 @@ if [ "$WHAT" = verify ]; then
     for F in ${MEMCHECK:-cuda_expert_group cuda_gemm}; do
         echo "memcheck $F:"; tail -2 "/tmp/memcheck-$F.log"; cat "/tmp/memcheck-$F.log" >> "$V/memcheck.log"
     done
+    fi
     log "expert groups, 1 token, per GEMV shape"
     mkdir -p /tmp/bench
-    [ -n "${BASE:-}" ] && timeout 35 "$BASE" /tmp/bench/eg-base.csv expert-group 1 > /tmp/bench/eg-base.log 2>&1
+    # (BASE_GEMV: SL_CUDA_GEMV settings for the base binary too, one run each, e.g. "default=1 pf=0")
+    for BS in ${BASE:+${BASE_GEMV:-default=1}}; do
+        SL_BENCH_FMTS=${EG_FMTS:-} SL_CUDA_GEMV=$BS timeout 35 "$BASE" "/tmp/bench/eg-base-$BS.csv" expert-group 1 > "/tmp/bench/eg-base-$BS.log" 2>&1
+    done
     # (wide=1,small=0: fp8 on the split kernel at 8 rows a warp, not yet measured)
     for S in ${EG_VARIANTS:-wide=1 wide=1,small=0 wide=0}; do
-        SL_CUDA_GEMV=$S timeout 35 $B/kernels "/tmp/bench/eg-$S.csv" expert-group 1 > "/tmp/bench/eg-$S.log" 2>&1
+        SL_BENCH_FMTS=${EG_FMTS:-} SL_CUDA_GEMV=$S timeout 35 $B/kernels "/tmp/bench/eg-$S.csv" expert-group 1 > "/tmp/bench/eg-$S.log" 2>&1
         tar -C /tmp/bench -czf "$V/bench.tgz" .
     done
     for f in /tmp/bench/eg-*.log; do echo "-- $f"; grep -E "^(d2d-copy|exp-group)" "$f" | head -14; done
     # GEMV_VARIANTS: single matrices (gate 2048x7168, down 7168x2048) at one token per setting
-    [ -n "${BASE:-}" ] && [ -n "${GEMV_VARIANTS:-}" ] && timeout 60 "$BASE" /tmp/bench/gemv-base.csv gemv 1 > /tmp/bench/gemv-base.log 2>&1 &&
+    [ -n "${BASE:-}" ] && [ -n "${GEMV_VARIANTS:-}" ] && SL_BENCH_FMTS=${EG_FMTS:-} timeout 60 "$BASE" /tmp/bench/gemv-base.csv gemv 1 > /tmp/bench/gemv-base.log 2>&1 &&
         echo "-- gemv base" && grep -E "graph" /tmp/bench/gemv-base.log | head -10
     for S in ${GEMV_VARIANTS:-}; do
-        SL_CUDA_GEMV=$S timeout 60 $B/kernels "/tmp/bench/gemv-$S.csv" gemv 1 > "/tmp/bench/gemv-$S.log" 2>&1
+        SL_BENCH_FMTS=${EG_FMTS:-} SL_CUDA_GEMV=$S timeout 60 $B/kernels "/tmp/bench/gemv-$S.csv" gemv 1 > "/tmp/bench/gemv-$S.log" 2>&1
         tar -C /tmp/bench -czf "$V/bench.tgz" .
         echo "-- gemv $S"; grep -E "graph" "/tmp/bench/gemv-$S.log" | head -12
     done
+    if [ -n "${SASS:-}" ]; then # SASS="mangled names": the kernels' machine code, for counting
+        for K in $SASS; do cuobjdump -sass -arch sm_90a -fun "$K" $B/kernels > "/tmp/bench/sass-$K.txt" 2>&1; done
+        tar -C /tmp/bench -czf "$V/bench.tgz" .
+    fi
     if [ -n "${NCU_EG:-}" ] && command -v ncu >/dev/null; then
         # NCU_EG=1: where the one-token q4 group kernels spend their time (NCU_K: another
         # kernel-name regex, NCU_C launches; the bench makes q4 weights only)
-        SL_BENCH_FMTS=q4 timeout 120 ncu --section SpeedOfLight --section Occupancy --section WarpStateStats \
-            --section SchedulerStats --kernel-name-base mangled \
-            -k regex:"${NCU_K:-gemv_group_kernelILi4ELi1E}" -c ${NCU_C:-2} \
-            $B/kernels /tmp/bench/ncu.csv \
-            expert-group 1 > /tmp/bench/ncu-eg.txt 2>&1
+        # (NCU_FMTS: formats, one ncu run each; NCU_SECTIONS: ncu's sections)
+        SECS=""; for X in ${NCU_SECTIONS:-SpeedOfLight Occupancy WarpStateStats SchedulerStats}; do SECS="$SECS --section $X"; done
+        for F in ${NCU_FMTS:-q4}; do
+            # shellcheck disable=SC2086
+            SL_BENCH_FMTS=$F timeout -k 5 ${NCU_S:-120} ncu $SECS --kernel-name-base mangled \
+                -k regex:"${NCU_K:-gemv_group_kernel}" -c ${NCU_C:-2} \
+                $B/kernels /tmp/bench/ncu.csv expert-group 1 > "/tmp/bench/ncu-eg-$F.txt" 2>&1
+            echo "ncu $F rc=$?"; pkill -9 -f carry/bin/kernels; sleep 1
+            grep -E "^  [a-z_]+.*\(|DRAM Throughput|Memory Throughput|Duration|Issue Slots Busy|No Eligible|Registers Per|Achieved Occupancy|Warp Cycles Per Issued" "/tmp/bench/ncu-eg-$F.txt" | head -40
+        done
         tar -C /tmp/bench -czf "$V/bench.tgz" .
     fi
+    # SINGLES="settings ...": every format's single matrices at one token per setting
+    for S in ${SINGLES:-}; do
+        SL_CUDA_GEMV=$S timeout 70 $B/kernels "/tmp/bench/single-$S.csv" gemv 1 > "/tmp/bench/single-$S.log" 2>&1
+        tar -C /tmp/bench -czf "$V/bench.tgz" .
+        echo "-- single $S"; grep -E "^gemv .*graph" "/tmp/bench/single-$S.log" | head -12
+    done
     [ "${GEMM_S:-80}" = 0 ] && exit 0
     log "GEMM table"
     timeout ${GEMM_S:-80} $B/kernels /tmp/bench/gemm.csv gemm > /tmp/bench/gemm.log 2>&1
