@@ -230,7 +230,8 @@ enum {
     GEMV_TC_SLOT = 40,    // ring bytes a thread a step: rows g, g + 8 (16 each), their scale words
     GEMV_TC_RING_FILL = 1, // blocks an SM its split aims for (72 registers: 3 fit), so that under
                            // dependent launch the next kernel's blocks find room and start their
-                           // rings before this one ends (H100, single 2048x7168: 0.361 at 2, 0.455)
+                           // rings before this one ends (H100, single 2048x7168: 0.361 of copy
+                           // at 2, 0.435 at 1, the same call)
 };
 
 // Blocks an SM the GEMV kernels are compiled for: one from two tokens, two at one token
