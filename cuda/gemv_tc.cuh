@@ -144,12 +144,22 @@ struct gemv_tc_bsrc {
     const char *xb;
     int bstride, cstride;
 };
-__device__ __forceinline__ gemv_tc_bsrc gemv_tc_b(const uint4 *xs, const uint4 *zero, int chp, int g, int q)
+
+// After the first loads are issued: wait for the previous kernel, let the next one start, stage
+// the block's x slice and the zero word, and return this thread's B source.
+__device__ __forceinline__ gemv_tc_bsrc gemv_tc_begin(uint4 *xs, uint4 *zero, const gemv_args &a,
+                                                      const gemv_tc_geom &G)
 {
-    const bool mine = (g & 3) == q;
+    gemv_wait_previous();
+    gemv_allow_next();
+    gemv_tc_stage_x(xs, a, G.c0, G.nch);
+    if (threadIdx.x == 0)
+        *zero = make_uint4(0u, 0u, 0u, 0u);
+    __syncthreads();
+    const bool mine = (G.g & 3) == G.q;
     gemv_tc_bsrc b;
-    b.xb = mine ? (const char *)(xs + q) + 8 * (g >> 2) : (const char *)zero;
-    b.bstride = mine ? 16 * chp : 0;
+    b.xb = mine ? (const char *)(xs + G.q) + 8 * (G.g >> 2) : (const char *)zero;
+    b.bstride = mine ? 16 * a.chp : 0;
     b.cstride = mine ? 64 : 0; // a step is 4 chunks of 16 bytes
     return b;
 }
@@ -192,14 +202,7 @@ __device__ __forceinline__ void gemv_tc_body(const gemv_args &a, long long tile)
     gemv_tc_load(raw[0], sc[0], G, 0);
     gemv_prefetch<SL_WF_Q4, GEMV_TC_R>(a, G.rt0, G.c0 + 4 * GEMV_TC_B, G.nch - 4 * GEMV_TC_B,
                                        G.warp, G.lane);
-    gemv_wait_previous();
-    gemv_allow_next();
-    gemv_tc_stage_x(xs_tc, a, G.c0, G.nch);
-    if (threadIdx.x == 0)
-        tc_zero = make_uint4(0u, 0u, 0u, 0u);
-    __syncthreads();
-
-    const gemv_tc_bsrc bs = gemv_tc_b(xs_tc, &tc_zero, a.chp, G.g, G.q);
+    const gemv_tc_bsrc bs = gemv_tc_begin(xs_tc, &tc_zero, a, G);
     float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
     for (int s = 0; s < nsteps; s += 2 * GEMV_TC_B) {
         gemv_tc_load(raw[1], sc[1], G, s + GEMV_TC_B);
@@ -287,14 +290,7 @@ __device__ __forceinline__ void gemv_tc_ring_body(const gemv_args &a, long long 
             gemv_tc_ring_issue(rw, rs, G, p, p);
         cp_async_commit();
     }
-    gemv_wait_previous();
-    gemv_allow_next();
-    gemv_tc_stage_x(xs_tc, a, G.c0, G.nch);
-    if (threadIdx.x == 0)
-        tc_zero = make_uint4(0u, 0u, 0u, 0u);
-    __syncthreads();
-
-    const gemv_tc_bsrc bs = gemv_tc_b(xs_tc, &tc_zero, a.chp, G.g, G.q);
+    const gemv_tc_bsrc bs = gemv_tc_begin(xs_tc, &tc_zero, a, G);
     const int t = threadIdx.x;
     float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
     for (int s0 = 0; s0 < nsteps; s0 += D) {
