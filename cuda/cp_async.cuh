@@ -15,7 +15,8 @@ __device__ __forceinline__ void cp_async4(void *dst, const void *src, int valid)
     asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(s), "l"(src), "r"(valid) : "memory");
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-// Wait until at most n (0..6) of this thread's copy groups are pending.
+// Wait until at most n of this thread's copy groups are pending (n > 5 waits as for 5:
+// stricter, so still correct).
 __device__ __forceinline__ void cp_async_wait(int n)
 {
     switch (n) {
@@ -26,12 +27,6 @@ __device__ __forceinline__ void cp_async_wait(int n)
     case 4: asm volatile("cp.async.wait_group 4;\n" ::: "memory"); break;
     default: asm volatile("cp.async.wait_group 5;\n" ::: "memory"); break;
     }
-}
-
-// Wait until at most N of this thread's copy groups are pending (N a compile-time constant).
-template <int N> __device__ __forceinline__ void cp_async_wait_n()
-{
-    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 }
 
 #endif

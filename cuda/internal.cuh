@@ -71,7 +71,7 @@ struct sl_cuda_gemv_cfg {
     bool wide;         // one token, split kernel: GEMV_R1 rows a warp, not GEMV_R
     bool deep;         // one token, split kernel, not wide: 2 sweeps of loads in flight, not 1
     bool tc;           // one token, q4: the tensor-core kernel (gemv_tc.cuh), not the split one
-    int ring;          // the tensor-core kernel's loads: 0 through registers, 4 / 6 / 8 through a
+    int ring;          // the tensor-core kernel's loads: 0 through registers, 4 / 6 through a
                        // ring of that many steps in shared memory; -1 (default): 6 for single
                        // matrices (H100, one token: 2048x7168 0.377 -> 0.455 of copy, 7168x2048
                        // 0.432 -> 0.429), 0 for expert groups (0.598 vs 0.499 at 6)

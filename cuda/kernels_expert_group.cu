@@ -324,7 +324,7 @@ template <int FMT> static cudaError_t group_allow_smem()
         err = cudaFuncSetAttribute(gemv_group_kernel<FMT, 1, GEMV_R, 3>,
                                    cudaFuncAttributeMaxDynamicSharedMemorySize, GEMV_SMEM);
     if constexpr (FMT == SL_WF_Q4)
-        for (int ring : {0, 4, 6, 8})
+        for (int ring : {0, 4, 6})
             if (err == cudaSuccess)
                 GEMV_TC_RING_DISPATCH(ring, err = cudaFuncSetAttribute(
                                                 gemv_group_kernel<FMT, 1, GEMV_TC_R, S>,

@@ -247,7 +247,7 @@ static void gemv_cfg_parse(sl_cuda_gemv_cfg *g, const char *s, bool pdl_ok)
             else if (!strcmp(key, "tc"))
                 g->tc = val != 0;
             else if (!strcmp(key, "ring"))
-                g->ring = val < 0 ? -1 : val == 0 || val == 4 || val == 8 ? val : 6;
+                g->ring = val < 0 ? -1 : val == 0 || val == 4 ? val : 6;
         }
         s = strchr(s, ',');
         if (s)
@@ -269,7 +269,7 @@ template <int FMT> static cudaError_t gemv_allow_smem()
         err = cudaFuncSetAttribute(gemv_fast_kernel<FMT, 1, GEMV_R, 3>,
                                    cudaFuncAttributeMaxDynamicSharedMemorySize, GEMV_SMEM);
     if constexpr (FMT == SL_WF_Q4)
-        for (int ring : {0, 4, 6, 8})
+        for (int ring : {0, 4, 6})
             if (err == cudaSuccess)
                 GEMV_TC_RING_DISPATCH(ring, err = cudaFuncSetAttribute(
                                                 gemv_fast_kernel<FMT, 1, GEMV_TC_R, S>,
